@@ -1,0 +1,1 @@
+"""INDI capture (pyindi-client): devices, sequences, autofocus (capture issue)."""

@@ -1,0 +1,1 @@
+"""Pure numerical core: no napari, Qt or magicgui imports allowed here."""

@@ -1,0 +1,1 @@
+"""Step parameters, recipes and batch runs over core."""

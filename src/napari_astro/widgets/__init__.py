@@ -1,0 +1,1 @@
+"""napari widgets: thin layers over the library (one per step)."""

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install everything napari-astro needs on a fresh Debian 12 machine: the system
+# libraries napari's Qt/OpenGL canvas needs (and Xvfb for headless use), then a
+# virtual environment in .venv with the package, its Qt binding and test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends \
+    python3 python3-venv python3-dev gcc \
+    xvfb xauth libgl1 libegl1 libgl1-mesa-dri libglib2.0-0 libfontconfig1 libdbus-1-3 \
+    libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
+    libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 \
+    libxcb-xkb1 libx11-xcb1 >/dev/null
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q -U pip
+.venv/bin/python -m pip install -q -e ".[all,testing]"
+echo "napari-astro installed in $(pwd)/.venv"
