@@ -46,8 +46,11 @@ def _integrate_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rejection", default=None,
                    choices=["none", "sigma", "winsorized", "linear-fit", "percentile", "gesd",
                             "minmax"], help="pixel rejection (default winsorized)")
-    g.add_argument("--low", type=float, default=None, help="low rejection threshold")
-    g.add_argument("--high", type=float, default=None, help="high rejection threshold")
+    g.add_argument("--low", type=float, default=None,
+                   help="low rejection threshold (sigma; percentile: fraction of the median; "
+                        "minmax: count; gesd: max outlier fraction)")
+    g.add_argument("--high", type=float, default=None,
+                   help="high rejection threshold (gesd: significance)")
     g.add_argument("--weighting", default=None, choices=["none", "noise", "fwhm", "stars"])
     g.add_argument("--normalization", default=None,
                    choices=["none", "additive", "multiplicative", "additive-scaling"])
@@ -102,7 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cosmetic", action="store_true")
     p.add_argument("--equalize-cfa", action="store_true")
     p.add_argument("--masters", default=None, metavar="DIR", help="reuse masters from DIR")
-    p.add_argument("--bad-pixel-map", default=None, metavar="FILE")
+    p.add_argument("--bad-pixel-map", default=None, metavar="FILE",
+                   help="hot/cold pixel map (FITS or CSV) to correct in every light")
+    p.add_argument("--save-bad-pixel-map", default=None, metavar="FILE",
+                   help="write the detected hot/cold pixel map (FITS or CSV)")
+    p.add_argument("--pedestal", type=float, default=None,
+                   help="(minimum) pedestal added after calibration, [0,1] units")
+    p.add_argument("--temp-tolerance", type=float, default=None,
+                   help="deg C for grouping and dark matching (default 2)")
+    p.add_argument("--rejection", default=None, help="rejection for the masters")
+    p.add_argument("--low", type=float, default=None)
+    p.add_argument("--high", type=float, default=None)
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("register", help="align frames onto a reference")
@@ -111,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, metavar="FILE")
     p.add_argument("--model", default=None, choices=["shift", "similarity", "affine", "homography"])
     p.add_argument("--interpolation", default=None, choices=["lanczos3", "bicubic", "bilinear"])
+    p.add_argument("--no-clamp", action="store_true", help="no ringing clamp for Lanczos/bicubic")
+    p.add_argument("--detection-sigma", type=float, default=None, help="star threshold (default 5)")
+    p.add_argument("--max-stars", type=int, default=None, help="stars per frame (default 500)")
+    p.add_argument("--max-fwhm-ratio", type=float, default=None,
+                   help="reject frames with FWHM > ratio x session median (default 1.5)")
+    p.add_argument("--min-stars-ratio", type=float, default=None,
+                   help="reject frames with stars < ratio x session median (default 0.3)")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("integrate", help="stack registered frames")

@@ -41,12 +41,14 @@ class CalibrateParams(StepParams):
 
     dark_mode: str = "match"           # match|scale|optimize: what to do when no dark matches
     temp_tolerance: float = 2.0        # deg C for dark matching
-    pedestal: float = 0.0              # added after calibration (data units, [0,1] scale)
+    pedestal: float = 0.0              # added after calibration (data units, [0,1] scale);
+                                       # with auto_pedestal, the minimum pedestal
+    auto_pedestal: bool = True         # lift the sky >= 5 sigma off zero (one value per run)
     cosmetic: bool = True              # hot/cold pixel correction
     hot_sigma: float = 5.0
     cold_sigma: float = 5.0
     debayer: bool = True
-    debayer_method: str = "rcd"        # rcd|vng|bilinear|superpixel
+    debayer_method: str = "rcd"        # rcd|vng|bilinear|superpixel (vng runs rcd)
     equalize_cfa: bool = False
     bayer: Optional[str] = None        # override the file's CFA pattern
 
@@ -81,9 +83,11 @@ class IntegrateParams(StepParams):
     normalization: str = "additive-scaling"  # none|additive|multiplicative|additive-scaling
     weighting: str = "noise"           # none|noise|fwhm|stars
     rejection: str = "winsorized"      # none|sigma|winsorized|linear-fit|percentile|gesd|minmax
-    low: float = 3.0
-    high: float = 3.0
-    memory_limit: str = "2GB"
+    # None = the method's own default: 3/3 sigma; percentile 0.2/0.1 of the median;
+    # minmax 1/1 values; gesd: low = max outlier fraction 0.3, high = significance 0.05
+    low: Optional[float] = None
+    high: Optional[float] = None
+    memory_limit: str = "2GB"          # budget for integration arrays: tiles sized from it
     scheduler: Optional[str] = None    # Dask distributed scheduler address
     rejection_maps: bool = False
 

@@ -6,14 +6,19 @@ TIFF, and 8/16-bit exports TIFF/PNG/JPEG (:mod:`.export`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
+from astropy.io import fits
+
 from ..errors import BadInputError
 from ..image import AstroImage
-from .fits import FITS_EXTENSIONS, read_fits, read_fits_header, write_fits
+from .fits import (FITS_EXTENSIONS, cfa_pattern_from_header, read_fits, read_fits_header,
+                   read_fits_info, write_fits)
 
-__all__ = ["read_image", "write_image", "read_header", "is_supported", "FITS_EXTENSIONS",
+__all__ = ["read_image", "write_image", "read_header", "read_info", "ImageInfo", "is_supported",
+           "FITS_EXTENSIONS",
            "XISF_EXTENSIONS", "RAW_EXTENSIONS", "TIFF_EXTENSIONS", "IMAGE_EXTENSIONS",
            "read_fits", "write_fits"]
 
@@ -53,11 +58,56 @@ def read_image(path: "str | os.PathLike[str]") -> AstroImage:
     raise BadInputError(path, f"unsupported file type {Path(path).suffix!r}")
 
 
-def read_header(path: "str | os.PathLike[str]"):
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What a file holds, known without reading its pixels.
+
+    Attributes
+    ----------
+    header : astropy.io.fits.Header
+        Metadata as :func:`read_image` would put in ``AstroImage.header``.
+    shape : tuple of int
+        Data shape as :func:`read_image` would return it: ``(H, W)`` or ``(3, H, W)``.
+    bayer : str or None
+        CFA pattern of ``data[0, 0]`` for raw one-shot-colour mosaics.
+    history : list of str
+        Provenance lines stored in the file.
+    """
+
+    header: fits.Header
+    shape: tuple[int, ...]
+    bayer: str | None = None
+    history: tuple[str, ...] = ()
+
+
+def read_info(path: "str | os.PathLike[str]") -> ImageInfo:
+    """Header, shape and CFA pattern of an image file, reading pixels only if unavoidable.
+
+    FITS and XISF are header-only reads (a truncated FITS is still detected from the
+    file length); raw and TIFF files are opened by their libraries without decoding.
+    Raises :class:`BadInputError` naming the file for missing, empty, truncated,
+    foreign or image-less files.
+    """
+    ext = _ext(path)
+    if ext == ".fits":
+        header, shape, history = read_fits_info(path)
+        bayer = cfa_pattern_from_header(header, shape[-2]) if len(shape) == 2 else None
+        return ImageInfo(header=header, shape=shape, bayer=bayer, history=tuple(history))
+    if ext in XISF_EXTENSIONS:
+        from .xisf import read_xisf_info
+        return read_xisf_info(path)
+    if ext in RAW_EXTENSIONS:
+        from .raw import read_raw_info
+        return read_raw_info(path)
+    if ext in TIFF_EXTENSIONS:
+        from .export import read_tiff_info
+        return read_tiff_info(path)
+    raise BadInputError(path, f"unsupported file type {Path(path).suffix!r}")
+
+
+def read_header(path: "str | os.PathLike[str]") -> fits.Header:
     """Metadata only (FITS header or the equivalent), without reading pixels if possible."""
-    if _ext(path) == ".fits":
-        return read_fits_header(path)
-    return read_image(path).header
+    return read_info(path).header
 
 
 def write_image(image: AstroImage, path: "str | os.PathLike[str]", *, overwrite: bool = False,

@@ -27,7 +27,10 @@ def atomic_output(path: "str | os.PathLike[str]", *, overwrite: bool = False) ->
     if dest.exists() and not overwrite:
         raise BadInputError(dest, "output exists (use --overwrite to replace it)")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(dest.suffixes[-2:]) or ".tmp"
+    # Keep the real extension (".fits", ".fits.fz") so writers that look at it behave;
+    # names like "Light_10.0s_x.fit" must not yield ".0s_x.fit".
+    n = 2 if dest.suffix.lower() in (".fz", ".gz") else 1
+    suffix = "".join(dest.suffixes[-n:]) or ".tmp"
     fd, tmpname = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=f".part{suffix}",
                                    dir=dest.parent)
     os.close(fd)

@@ -6,15 +6,19 @@ range of its physical type (8-bit: 255, 16-bit: 65535, 32-bit: 2**32-1), float d
 kept as stored. CFA mosaics are recognised from BAYERPAT/COLORTYP, with ROWORDER and
 XBAYROFF/YBAYROFF folded into the pattern of ``data[0, 0]``.
 
-Writing: float32, channel-first colour (NAXIS3 = 3), HISTORY lines, atomically.
+Writing: float32, channel-first colour (NAXIS3 = 3), HISTORY lines (longer ones split
+over continued cards, see :func:`encode_history`), reals written so they read back
+bit-identical, ``.fz`` names tile-compressed losslessly, atomically.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 
+import numba
 import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
@@ -23,8 +27,9 @@ from ..errors import BadInputError
 from ..image import BAYER_PATTERNS, AstroImage
 from ._atomic import atomic_output
 
-__all__ = ["read_fits", "write_fits", "read_fits_header", "cfa_pattern_from_header",
-           "shift_pattern", "FITS_EXTENSIONS"]
+__all__ = ["read_fits", "write_fits", "read_fits_header", "read_fits_info",
+           "cfa_pattern_from_header",
+           "shift_pattern", "FITS_EXTENSIONS", "encode_history", "decode_history"]
 
 FITS_EXTENSIONS = (".fit", ".fits", ".fts", ".fit.fz", ".fits.fz", ".fits.gz", ".fit.gz")
 
@@ -92,6 +97,7 @@ def _scale_for(hdu_header: fits.Header, dtype: np.dtype) -> float:
 
 
 def _check_file(path: Path) -> None:
+    """Cheap checks before astropy sees the file: exists, non-empty, starts like FITS."""
     if not path.exists():
         raise BadInputError(path, "file not found")
     if path.is_dir():
@@ -99,38 +105,117 @@ def _check_file(path: Path) -> None:
     size = path.stat().st_size
     if size == 0:
         raise BadInputError(path, "empty file (0 bytes)")
-    if not str(path).lower().endswith((".gz", ".fz")) or str(path).lower().endswith(".fz"):
-        with open(path, "rb") as fh:
-            head = fh.read(30)
-        if not head.startswith(b"SIMPLE  =") and not str(path).lower().endswith(".gz"):
-            raise BadInputError(path, "not a FITS file (no SIMPLE card)")
-        if size % 2880 and size < 2880:
-            raise BadInputError(path, f"truncated FITS file ({size} bytes)")
+    if str(path).lower().endswith(".gz"):
+        return  # gzip stream: astropy decompresses and checks the content itself
+    with open(path, "rb") as fh:
+        head = fh.read(30)
+    if not head.startswith(b"SIMPLE  ="):
+        raise BadInputError(path, "not a FITS file (no SIMPLE card)")
+    if size < 2880:
+        raise BadInputError(path, f"truncated FITS file ({size} bytes, less than one header block)")
 
 
-def _image_hdu(hdul: fits.HDUList, path: Path):
-    for hdu in hdul:
+# Compression bookkeeping keys of tile-compressed HDUs (never user metadata).
+_COMPRESSION_KEY = re.compile(
+    r"^(ZIMAGE|ZBITPIX|ZNAXIS\d*|ZTILE\d+|ZCMPTYPE|ZNAME\d+|ZVAL\d+|ZQUANTIZ|ZDITHER0|ZSIMPLE|"
+    r"ZTENSION|ZEXTEND|ZBLOCKED|ZPCOUNT|ZGCOUNT|ZHECKSUM|ZDATASUM|ZMASKCMP|ZBLANK|ZSCALE|ZZERO|"
+    r"TFIELDS|TTYPE\d+|TFORM\d+|TUNIT\d+|THEAP)$")
+
+
+def _header_shape(header: fits.Header, path: Path) -> tuple[int, ...]:
+    """Data shape as :func:`read_fits` returns it, from NAXIS* alone.
+
+    ``(H, W)`` for 2-D data (also a 3-D cube with one plane), ``(3, H, W)`` for colour.
+    """
+    naxis = int(header.get("ZNAXIS", header.get("NAXIS", 0)) or 0)
+    prefix = "ZNAXIS" if "ZNAXIS" in header else "NAXIS"
+    axes = [int(header.get(f"{prefix}{i}", 0) or 0) for i in range(1, naxis + 1)]
+    # Trailing degenerate axes (e.g. NAXIS4 = 1 from some radio tools) carry nothing.
+    while len(axes) > 2 and axes[-1] == 1:
+        axes.pop()
+    if len(axes) < 2 or min(axes) <= 0:
+        raise BadInputError(path, "no image data")
+    if len(axes) == 2:
+        return (axes[1], axes[0])
+    if len(axes) == 3 and axes[2] == 3:
+        return (3, axes[1], axes[0])
+    raise BadInputError(path, f"unsupported data cube with axes {tuple(axes)} "
+                              "(need a 2-D image or 3 colour planes)")
+
+
+def _image_hdu_index(hdul: fits.HDUList, path: Path) -> int:
+    for i, hdu in enumerate(hdul):
         if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
-            naxis = int(hdu.header.get("ZNAXIS", hdu.header.get("NAXIS", 0)))
+            naxis = int(hdu.header.get("ZNAXIS", hdu.header.get("NAXIS", 0)) or 0)
             if naxis >= 2:
-                return hdu
+                return i
     raise BadInputError(path, "no image data in any HDU")
 
 
-def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
-    """Header of the first image HDU (cheap: no pixel data is read)."""
+def _image_hdu(hdul: fits.HDUList, path: Path):
+    return hdul[_image_hdu_index(hdul, path)]
+
+
+def _check_complete(hdul: fits.HDUList, index: int, path: Path) -> None:
+    """Raise if the file ends before the data of HDU ``index`` do (header-only check).
+
+    Missing final padding is tolerated (some writers omit it); missing pixels are not.
+    """
+    if str(path).lower().endswith(".gz"):
+        return
+    info = hdul.fileinfo(index)
+    hdu = hdul[index]
+    if isinstance(hdu, fits.CompImageHDU):
+        # The bintable size is only known padded; demand all but the last block's padding.
+        need = info["datLoc"] + max(0, info["datSpan"] - 2879)
+    else:
+        h = hdu.header
+        n = 1
+        for i in range(1, int(h.get("NAXIS", 0)) + 1):
+            n *= int(h.get(f"NAXIS{i}", 0))
+        need = info["datLoc"] + abs(int(h.get("BITPIX", 8))) // 8 * n
+    size = path.stat().st_size
+    if size < need:
+        raise BadInputError(path, f"truncated FITS file ({size} bytes, data need {need})")
+
+
+def read_fits_info(path: str | os.PathLike[str]) -> tuple[fits.Header, tuple[int, ...], list[str]]:
+    """Header, data shape and HISTORY of the first image HDU, without reading pixels.
+
+    Also checks that the file is long enough to hold the data, so truncated files are
+    found by a header scan.
+
+    Returns
+    -------
+    header : astropy.io.fits.Header
+        Without structural keys and HISTORY (as :func:`read_fits` returns it).
+    shape : tuple of int
+        ``(H, W)`` or ``(3, H, W)``, as :func:`read_fits` would return the data.
+    history : list of str
+        The HISTORY lines.
+    """
     p = Path(path)
     _check_file(p)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(p, memmap=True, lazy_load_hdus=True) as hdul:
-                hdu = _image_hdu(hdul, p)
-                return _clean_header(hdu.header, compressed=isinstance(hdu, fits.CompImageHDU))
+            with fits.open(p, memmap=False, lazy_load_hdus=True) as hdul:
+                index = _image_hdu_index(hdul, p)
+                hdu = hdul[index]
+                shape = _header_shape(hdu.header, p)
+                _check_complete(hdul, index, p)
+                history = decode_history(hdu.header)
+                header = _clean_header(hdu.header, compressed=isinstance(hdu, fits.CompImageHDU))
     except BadInputError:
         raise
     except Exception as exc:  # astropy raises many types for corrupt files
         raise BadInputError(p, f"cannot read FITS header ({_short(exc)})") from None
+    return header, shape, history
+
+
+def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
+    """Header of the first image HDU (cheap: no pixel data is read)."""
+    return read_fits_info(path)[0]
 
 
 def _short(exc: Exception) -> str:
@@ -138,18 +223,30 @@ def _short(exc: Exception) -> str:
 
 
 def _clean_header(header: fits.Header, compressed: bool = False) -> fits.Header:
-    out = fits.Header()
+    """Metadata cards of ``header``: no structural, scaling, HISTORY or COMMENT cards.
+
+    The Card objects are reused rather than re-parsed: 10x faster than appending
+    ``(key, value, comment)`` (0.05 vs 0.55 ms per Seestar header), which matters when
+    scanning hundreds of frames. Malformed cards are dropped.
+    """
+    keep = []
     for card in header.cards:
         key = card.keyword
         if key in _STRUCTURAL or key.startswith("NAXIS"):
             continue
-        if compressed and key.startswith("Z"):
+        if compressed and _COMPRESSION_KEY.match(key):
             continue
-        try:
-            out.append((key, card.value, card.comment), end=True)
-        except Exception:  # pragma: no cover - malformed cards are dropped
-            continue
-    return out
+        keep.append(card)
+    try:
+        return fits.Header(keep)
+    except Exception:  # pragma: no cover - a malformed card: fall back card by card
+        out = fits.Header()
+        for card in keep:
+            try:
+                out.append((card.keyword, card.value, card.comment), end=True)
+            except Exception:
+                continue
+        return out
 
 
 def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> AstroImage:
@@ -158,16 +255,22 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
     Parameters
     ----------
     path : path-like
-        ``.fit``, ``.fits``, ``.fts`` (also ``.fz``/``.gz`` compressed).
+        ``.fit``, ``.fits``, ``.fts`` (also ``.fz``/``.gz`` compressed); the first HDU
+        with at least 2 axes is read, primary or extension, tile-compressed or not.
     check_finite : bool, default True
-        Raise :class:`BadInputError` if the data hold NaN or infinity.
+        Raise :class:`BadInputError` if float data hold NaN or infinity.
 
     Returns
     -------
     AstroImage
-        float32 data in [0, 1] for integer files (divided by the type's full range),
-        as stored for float files. 3-D data with NAXIS3 = 3 is colour (3, H, W).
+        float32 data: integer files (BITPIX 8/16/32/64, BZERO/BSCALE applied) divided
+        by the full range of the type (255, 65535, 2**32-1, 2**64-1); float files
+        (BITPIX -32/-64) as stored. 3-D data with NAXIS3 = 3 is colour (3, H, W).
         ``bayer`` is set for CFA mosaics. Source HISTORY lines go to ``history``.
+
+    Notes
+    -----
+    A 1920x1080 uint16 Seestar frame reads in about 3 ms (2 shared cores).
     """
     p = Path(path)
     _check_file(p)
@@ -175,73 +278,126 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
             with fits.open(p, memmap=False, do_not_scale_image_data=True) as hdul:
-                hdu = _image_hdu(hdul, p)
+                index = _image_hdu_index(hdul, p)
+                hdu = hdul[index]
                 hdr = hdu.header
-                raw = hdu.data
-                if raw is None:
-                    raise BadInputError(p, "no image data")
-                bscale = float(hdr.get("BSCALE", 1.0))
-                bzero = float(hdr.get("BZERO", 0.0))
+                shape = _header_shape(hdr, p)
                 compressed = isinstance(hdu, fits.CompImageHDU)
-                history = [str(h) for h in hdr.get("HISTORY", [])]
+                if not compressed:
+                    _check_complete(hdul, index, p)
+                raw = hdu.data
+                if raw is None or raw.size == 0:
+                    raise BadInputError(p, "no image data")
+                history = decode_history(hdr)
                 header = _clean_header(hdr, compressed=compressed)
-                data = _to_float01(raw, bscale, bzero, hdr, compressed)
+                is_float = raw.dtype.kind == "f"
+                data = _to_float01(raw, hdr)
     except BadInputError:
         raise
     except Exception as exc:
         raise BadInputError(p, f"unreadable or truncated FITS ({_short(exc)})") from None
 
-    if data.ndim == 3:
-        if data.shape[0] == 1:
-            data = data[0]
-        elif data.shape[0] != 3:
-            raise BadInputError(p, f"unsupported cube with {data.shape[0]} planes (need 1 or 3)")
-    elif data.ndim != 2:
-        raise BadInputError(p, f"unsupported image dimensions {data.shape}")
-    if data.size == 0:
-        raise BadInputError(p, "empty image")
-    if check_finite and not np.isfinite(data).all():
+    data = data.reshape(shape)
+    # Integers are always finite; only float files can carry NaN/inf.
+    if check_finite and is_float and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
         raise BadInputError(p, f"{n} pixels are NaN or infinite")
     bayer = cfa_pattern_from_header(header, data.shape[-2]) if data.ndim == 2 else None
     return AstroImage(data=data, header=header, history=history, bayer=bayer, path=str(p))
 
 
-def _to_float01(raw: np.ndarray, bscale: float, bzero: float, hdr: fits.Header,
-                compressed: bool) -> np.ndarray:
-    kind = raw.dtype.kind
-    if compressed:
-        # CompImageHDU already applied BZERO/BSCALE to give the physical values.
-        arr = np.asarray(raw)
-        bscale, bzero = 1.0, 0.0
-    else:
-        arr = raw
-    if kind in "iu":
-        bitpix = int(hdr.get("ZBITPIX", hdr.get("BITPIX", 16)))
-        # The common unsigned-16 convention (BITPIX 16, BZERO 32768): flip the sign bit
-        # in integer arithmetic instead of a float multiply-add (2.1x faster on
-        # 1920x1080 frames here).
-        if bitpix == 16 and bscale == 1.0 and bzero == 32768.0 and arr.dtype.itemsize == 2:
-            u = (arr.astype(np.int16, copy=False).view(np.uint16) ^ np.uint16(0x8000))
-            return u.astype(np.float32) * np.float32(1.0 / 65535.0)
-        if bitpix == 8 and bscale == 1.0 and bzero == 0.0:
-            return arr.astype(np.float32) * np.float32(1.0 / 255.0)
-        phys = arr.astype(np.float64) * bscale + bzero if (bscale != 1.0 or bzero != 0.0) \
-            else arr.astype(np.float64)
-        scale = _scale_for(hdr, arr.dtype)
-        if bitpix == 16 and bzero == 0.0 and phys.min() < 0:
-            # Signed 16-bit data (e.g. old CCD frames): map -32768..32767 -> 0..1 would
-            # shift the zero point; keep the physical values, normalised by 65535.
-            pass
-        return (phys / scale).astype(np.float32)
-    data = arr.astype(np.float32, copy=False)
+@numba.njit(cache=True, parallel=True)
+def _int_to_float32(a, out, bscale, bzero, inv):  # pragma: no cover - compiled
+    # One pass, float64 arithmetic, one rounding: exact to float32 for every integer
+    # type. 0.7 ms vs 1.5 ms for numpy's xor/astype/multiply chain on 1920x1080 uint16.
+    for i in numba.prange(a.size):
+        out[i] = np.float32((np.float64(a[i]) * bscale + bzero) * inv)
+
+
+def _is_raw_int(arr: np.ndarray, bitpix: int) -> bool:
+    """True if ``arr`` holds stored (unscaled) FITS integers of ``bitpix``.
+
+    Stored integers are uint8 for BITPIX 8 and signed otherwise; astropy hands back
+    other dtypes when it already applied BZERO/BSCALE (e.g. uint16 for compressed HDUs
+    in some versions), in which case no scaling is left to do.
+    """
+    if arr.dtype.kind not in "iu" or arr.dtype.itemsize * 8 != abs(bitpix):
+        return False
+    return arr.dtype.kind == ("u" if bitpix == 8 else "i")
+
+
+def _to_float01(raw: np.ndarray, hdr: fits.Header) -> np.ndarray:
+    """float32 data: integers normalised by their type's full range, floats as stored."""
+    bitpix = int(hdr.get("ZBITPIX", hdr.get("BITPIX", -32)))
+    bscale = float(hdr.get("BSCALE", 1.0))
+    bzero = float(hdr.get("BZERO", 0.0))
+    if not _is_raw_int(raw, bitpix) and not (raw.dtype.kind == "f" and bitpix < 0):
+        bscale, bzero = 1.0, 0.0  # astropy already returned physical values
+    if raw.dtype.kind in "iu":
+        arr = np.ascontiguousarray(raw, dtype=raw.dtype.newbyteorder("="))
+        out = np.empty(arr.shape, dtype=np.float32)
+        inv = 1.0 / _scale_for(hdr, arr.dtype) if bitpix > 0 else 1.0
+        _int_to_float32(arr.reshape(-1), out.reshape(-1), bscale, bzero, inv)
+        return out
     if bscale != 1.0 or bzero != 0.0:
-        data = (arr.astype(np.float64) * bscale + bzero).astype(np.float32)
-    return np.array(data, dtype=np.float32, copy=True)
+        return (raw.astype(np.float64) * bscale + bzero).astype(np.float32)
+    return np.array(raw, dtype=np.float32, copy=True)  # also makes it native-endian
 
 
-def _history_cards(image: AstroImage) -> list[str]:
-    return list(image.history)
+# A HISTORY card holds 72 characters. Longer provenance lines are cut into 71-character
+# pieces, each but the last followed by a backslash (so a continued card is exactly
+# 72 characters ending in "\\"); decode_history joins them back, exactly.
+_HIST_WIDTH = 71
+
+
+def encode_history(lines: "list[str]") -> list[str]:
+    """HISTORY card texts for provenance ``lines`` (see :func:`decode_history`)."""
+    cards = []
+    for line in lines:
+        text = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in str(line))  # FITS is ASCII
+        chunks = [text[i:i + _HIST_WIDTH] for i in range(0, len(text), _HIST_WIDTH)] or [""]
+        cards.extend(c + "\\" for c in chunks[:-1])
+        cards.append(chunks[-1])
+    return cards
+
+
+def decode_history(header: fits.Header) -> list[str]:
+    """The provenance lines of ``header``'s HISTORY cards, continued cards joined."""
+    lines: list[str] = []
+    pending = ""
+    for card in header.get("HISTORY", []):
+        text = str(card)
+        if len(text) == _HIST_WIDTH + 1 and text.endswith("\\"):
+            pending += text[:-1]
+            continue
+        lines.append(pending + text)
+        pending = ""
+    if pending:
+        lines.append(pending)
+    return lines
+
+
+def _exact_card(key: str, value, comment: str):
+    """A card whose value reads back bit-identical.
+
+    astropy formats reals in at most 20 characters, which rounds doubles that need 17
+    significant digits and an exponent (1.2345678901234567E-300); such values are
+    written from their shortest exact ``repr`` in free format instead.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyWarning)  # long comments get truncated
+        card = fits.Card(key, value, comment)
+        card.image  # noqa: B018 - format now, inside the warning filter
+    if (isinstance(value, float) and not isinstance(value, bool) and len(key) <= 8
+            and np.isfinite(value)):
+        text = repr(float(value)).upper()
+        if float(text) == value and fits.Card.fromstring(card.image).value != value:
+            image = f"{key:8}= {text:>20}"
+            room = 80 - len(image) - 3
+            if comment and room > 0:
+                image += " / " + comment[:room]
+            card = fits.Card.fromstring(image)
+    return card
 
 
 def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bool = False,
@@ -267,7 +423,7 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         if card.keyword in _STRUCTURAL or card.keyword.startswith("NAXIS"):
             continue
         try:
-            header.append((card.keyword, card.value, card.comment), end=True)
+            header.append(_exact_card(card.keyword, card.value, card.comment), end=True)
         except Exception:  # pragma: no cover
             continue
     if image.bayer and image.data.ndim == 2:
@@ -276,11 +432,10 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         header["XBAYROFF"] = 0
         header["YBAYROFF"] = 0
     else:
-        for key in ("BAYERPAT", "COLORTYP", "XBAYROFF", "YBAYROFF"):
+        for key in ("BAYERPAT", "COLORTYP", "CFA-PAT", "CFATYPE", "XBAYROFF", "YBAYROFF"):
             header.remove(key, ignore_missing=True, remove_all=True)
-    for line in _history_cards(image):
-        for chunk in _wrap(line, 70):
-            header.add_history(chunk)
+    for text in encode_history(image.history):
+        header.add_history(text)
     if dtype == "uint16":
         data = np.clip(np.rint(image.data * 65535.0), 0, 65535).astype(np.uint16)
         hdu = fits.PrimaryHDU(data=data, header=header, uint=True)
@@ -289,10 +444,11 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         if dtype == "float16":
             data = data.astype(np.float16).astype(np.float32)
         hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=header)
+    if p.name.lower().endswith(".fz"):
+        # Tile-compressed: GZIP_2 without quantisation is lossless for float data.
+        comp = fits.CompImageHDU(data=hdu.data, header=hdu.header, compression_type="GZIP_2",
+                                 quantize_level=0.0)
+        hdu = fits.HDUList([fits.PrimaryHDU(), comp])
     with atomic_output(p, overwrite=overwrite) as tmp:
         hdu.writeto(tmp, output_verify="silentfix")
     return p
-
-
-def _wrap(text: str, width: int) -> list[str]:
-    return [text[i:i + width] for i in range(0, len(text), width)] or [""]

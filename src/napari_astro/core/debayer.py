@@ -1,0 +1,566 @@
+"""Demosaicing of one-shot-colour (CFA) mosaics.
+
+A raw one-shot-colour frame is a 2-D mosaic whose 2x2 cell holds one red, two green
+and one blue sample in one of the four Bayer layouts (:data:`BAYER_PATTERNS`).  The
+pattern describes pixel ``data[0, 0]`` onwards; ROWORDER and X/YBAYROFF are already
+folded into it when the file is read (``core.io.fits.cfa_pattern_from_header``), so
+the algorithms here never look at the header.
+
+Methods
+-------
+``"rcd"`` (default)
+    Ratio Corrected Demosaicing (Luis Sanz Rodriguez, v2.3, as in RawTherapee,
+    librtprocess and Siril's default): green from ratio-corrected cardinal estimates
+    weighted by a vertical/horizontal discrimination, red/blue from colour differences
+    along the diagonals.  Keeps stars round without the zipper and colour fringes of
+    bilinear interpolation.  The 6-pixel border is bilinear.
+``"bilinear"``
+    Each missing colour is the mean of its nearest same-colour samples.
+``"superpixel"``
+    Each 2x2 cell becomes one RGB pixel (R, mean of the two G, B): half the size in
+    each direction, no interpolation at all.
+``"vng"``
+    Not implemented; accepted as an alias of ``"rcd"`` (the edge-aware method we ship),
+    with a HISTORY line that says so.
+
+All kernels are numba ``parallel=True`` loops over rows.  Measured on a 2000x1500
+mosaic on 2 cores: RCD 0.06 s, bilinear 0.02 s (numpy/scipy convolutions: 0.35 s).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import njit, prange
+
+from .errors import BadInputError
+from .image import BAYER_PATTERNS, AstroImage
+
+__all__ = ["debayer", "debayer_array", "cfa_luminance", "cfa_color_index", "cfa_plane_slices",
+           "equalize_cfa", "mosaic", "DEBAYER_METHODS"]
+
+DEBAYER_METHODS = ("rcd", "bilinear", "superpixel", "vng")
+
+_COLOUR = {"R": 0, "G": 1, "B": 2}
+
+
+def _check_pattern(pattern: str | None) -> str:
+    if pattern is None:
+        raise BadInputError(None, "no CFA pattern: the image is not a raw one-shot-colour mosaic "
+                                  "(give --bayer RGGB|BGGR|GRBG|GBRG)")
+    p = str(pattern).strip().upper()
+    if p not in BAYER_PATTERNS:
+        raise BadInputError(None, f"unknown CFA pattern {pattern!r} (use one of "
+                                  f"{', '.join(BAYER_PATTERNS)})")
+    return p
+
+
+def cfa_color_index(pattern: str) -> np.ndarray:
+    """``(2, 2)`` int64 array: colour index (0 R, 1 G, 2 B) of each cell position.
+
+    ``cfa_color_index(p)[y % 2, x % 2]`` is the colour of mosaic pixel ``(y, x)``.
+    """
+    p = _check_pattern(pattern)
+    return np.array([[_COLOUR[p[0]], _COLOUR[p[1]]], [_COLOUR[p[2]], _COLOUR[p[3]]]],
+                    dtype=np.int64)
+
+
+def cfa_plane_slices(pattern: str) -> dict[str, tuple[slice, slice]]:
+    """Slices of the four CFA planes, keyed ``"R"``, ``"G1"``, ``"G2"``, ``"B"``.
+
+    ``data[cfa_plane_slices("RGGB")["R"]]`` is the red sub-image (stride 2).  G1 is the
+    green on the red row, G2 the green on the blue row.
+    """
+    p = _check_pattern(pattern)
+    pos = [(0, 0), (0, 1), (1, 0), (1, 1)]
+    out: dict[str, tuple[slice, slice]] = {}
+    red_row = pos[p.index("R")][0]
+    for (dy, dx), c in zip(pos, p):
+        name = c if c != "G" else ("G1" if dy == red_row else "G2")
+        out[name] = (slice(dy, None, 2), slice(dx, None, 2))
+    return out
+
+
+def mosaic(rgb: np.ndarray, pattern: str) -> np.ndarray:
+    """Sample a ``(3, H, W)`` colour image through a CFA: the inverse of debayering.
+
+    Used to build synthetic raw frames with known colours (tests, the simulator).
+    """
+    cf = cfa_color_index(pattern)
+    rgb = np.asarray(rgb, dtype=np.float32)
+    out = np.empty(rgb.shape[1:], np.float32)
+    for dy in range(2):
+        for dx in range(2):
+            out[dy::2, dx::2] = rgb[cf[dy, dx], dy::2, dx::2]
+    return out
+
+
+# ----------------------------------------------------------------------------- kernels
+@njit(cache=True, inline="always")
+def _mirror(i, n):
+    # Reflect about the edge without repeating it (-1 -> 1, n -> n-2): keeps the CFA
+    # parity, so a reflected neighbour has the same colour as the true one would.
+    if i < 0:
+        return -i
+    if i >= n:
+        return 2 * n - 2 - i
+    return i
+
+
+@njit(cache=True)
+def _bilinear_pixel(cfa, cf, out, y, x, h, w):
+    # General case with mirrored neighbours, used at the borders.
+    own = cf[y & 1, x & 1]
+    s0 = np.float32(0.0)
+    s1 = np.float32(0.0)
+    s2 = np.float32(0.0)
+    n0 = 0
+    n1 = 0
+    n2 = 0
+    for dy in range(-1, 2):
+        yy = _mirror(y + dy, h)
+        for dx in range(-1, 2):
+            if dy == 0 and dx == 0:
+                continue
+            xx = _mirror(x + dx, w)
+            c = cf[yy & 1, xx & 1]
+            v = cfa[yy, xx]
+            if c == 0:
+                s0 += v
+                n0 += 1
+            elif c == 1:
+                s1 += v
+                n1 += 1
+            else:
+                s2 += v
+                n2 += 1
+    v0 = cfa[y, x]
+    out[0, y, x] = v0 if own == 0 else (s0 / n0 if n0 else v0)
+    out[1, y, x] = v0 if own == 1 else (s1 / n1 if n1 else v0)
+    out[2, y, x] = v0 if own == 2 else (s2 / n2 if n2 else v0)
+
+
+@njit(cache=True, parallel=True)
+def _bilinear_kernel(cfa, cf, out, border):
+    # border > 0: only fill pixels within `border` of an edge (RCD's frame).
+    # The interior uses the closed Bayer formulas (no mirroring, no colour tests per
+    # neighbour): 25 ms instead of 75 ms on 2000x1500 with 2 threads.
+    h, w = cfa.shape
+    b = max(border, 1)
+    for y in prange(h):
+        if y < b or y >= h - b:
+            for x in range(w):
+                _bilinear_pixel(cfa, cf, out, y, x, h, w)
+            continue
+        for x in range(b):
+            _bilinear_pixel(cfa, cf, out, y, x, h, w)
+        for x in range(w - b, w):
+            _bilinear_pixel(cfa, cf, out, y, x, h, w)
+        if border > 0:
+            continue
+        c_even = cf[y & 1, 1]   # colour at odd/even columns of this row
+        c_odd = cf[y & 1, 0]
+        for x in range(1, w - 1):
+            own = c_even if (x & 1) else c_odd
+            v0 = cfa[y, x]
+            card_h = np.float32(0.5) * (cfa[y, x - 1] + cfa[y, x + 1])
+            card_v = np.float32(0.5) * (cfa[y - 1, x] + cfa[y + 1, x])
+            if own == 1:
+                ch = cf[y & 1, (x + 1) & 1]
+                out[1, y, x] = v0
+                out[ch, y, x] = card_h
+                out[2 - ch, y, x] = card_v
+            else:
+                diag = np.float32(0.25) * (cfa[y - 1, x - 1] + cfa[y - 1, x + 1]
+                                           + cfa[y + 1, x - 1] + cfa[y + 1, x + 1])
+                out[own, y, x] = v0
+                out[1, y, x] = np.float32(0.5) * (card_h + card_v)
+                out[2 - own, y, x] = diag
+
+
+@njit(cache=True, parallel=True)
+def _superpixel_kernel(cfa, cf, out):
+    h2, w2 = out.shape[1], out.shape[2]
+    for i in prange(h2):
+        for j in range(w2):
+            g = np.float32(0.0)
+            for dy in range(2):
+                for dx in range(2):
+                    v = cfa[2 * i + dy, 2 * j + dx]
+                    c = cf[dy, dx]
+                    if c == 1:
+                        g += v
+                    else:
+                        out[c, i, j] = v
+            out[1, i, j] = 0.5 * g
+
+
+@njit(cache=True, inline="always")
+def _sq(v):
+    return v * v
+
+
+@njit(cache=True, parallel=True)
+def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
+    """RCD v2.3 on the interior; ``rgb`` holds the CFA samples (and a bilinear border).
+
+    ``buf_a, buf_b, vh, lpf`` are (H, W) float32 work arrays whose content does not
+    matter: every step reads only what an earlier step of this call wrote.
+    """
+    h, w = cfa.shape
+    eps = np.float32(1e-5)
+    epssq = np.float32(1e-10)
+
+    # Step 1.1: squared vertical / horizontal high-pass of colour differences.
+    for y in prange(3, h - 3):
+        for x in range(3, w - 3):
+            c0 = 6.0 * cfa[y, x]
+            buf_a[y, x] = _sq((cfa[y - 3, x] - cfa[y - 1, x] - cfa[y + 1, x] + cfa[y + 3, x])
+                              - 3.0 * (cfa[y - 2, x] + cfa[y + 2, x]) + c0)
+            buf_b[y, x] = _sq((cfa[y, x - 3] - cfa[y, x - 1] - cfa[y, x + 1] + cfa[y, x + 3])
+                              - 3.0 * (cfa[y, x - 2] + cfa[y, x + 2]) + c0)
+    # Step 1.2: vertical/horizontal discrimination (1 = vertical edge strength high).
+    for y in prange(4, h - 4):
+        for x in range(4, w - 4):
+            v = max(epssq, buf_a[y - 1, x] + buf_a[y, x] + buf_a[y + 1, x])
+            hh = max(epssq, buf_b[y, x - 1] + buf_b[y, x] + buf_b[y, x + 1])
+            vh[y, x] = v / (v + hh)
+    # Step 2: low-pass filter at red and blue sites.
+    for y in prange(2, h - 2):
+        for x in range(2, w - 2):
+            if cf[y & 1, x & 1] != 1:
+                lpf[y, x] = (cfa[y, x]
+                             + 0.5 * (cfa[y - 1, x] + cfa[y + 1, x] + cfa[y, x - 1] + cfa[y, x + 1])
+                             + 0.25 * (cfa[y - 1, x - 1] + cfa[y - 1, x + 1]
+                                       + cfa[y + 1, x - 1] + cfa[y + 1, x + 1]))
+    # Step 3: green at red and blue sites.
+    for y in prange(5, h - 5):
+        for x in range(5, w - 5):
+            if cf[y & 1, x & 1] == 1:
+                continue
+            c = cfa[y, x]
+            n_grad = eps + abs(cfa[y - 1, x] - cfa[y + 1, x]) + abs(c - cfa[y - 2, x]) \
+                + abs(cfa[y - 1, x] - cfa[y - 3, x]) + abs(cfa[y - 2, x] - cfa[y - 4, x])
+            s_grad = eps + abs(cfa[y - 1, x] - cfa[y + 1, x]) + abs(c - cfa[y + 2, x]) \
+                + abs(cfa[y + 1, x] - cfa[y + 3, x]) + abs(cfa[y + 2, x] - cfa[y + 4, x])
+            w_grad = eps + abs(cfa[y, x - 1] - cfa[y, x + 1]) + abs(c - cfa[y, x - 2]) \
+                + abs(cfa[y, x - 1] - cfa[y, x - 3]) + abs(cfa[y, x - 2] - cfa[y, x - 4])
+            e_grad = eps + abs(cfa[y, x - 1] - cfa[y, x + 1]) + abs(c - cfa[y, x + 2]) \
+                + abs(cfa[y, x + 1] - cfa[y, x + 3]) + abs(cfa[y, x + 2] - cfa[y, x + 4])
+            l0 = lpf[y, x]
+            n_est = cfa[y - 1, x] * 2.0 * l0 / (eps + l0 + lpf[y - 2, x])
+            s_est = cfa[y + 1, x] * 2.0 * l0 / (eps + l0 + lpf[y + 2, x])
+            w_est = cfa[y, x - 1] * 2.0 * l0 / (eps + l0 + lpf[y, x - 2])
+            e_est = cfa[y, x + 1] * 2.0 * l0 / (eps + l0 + lpf[y, x + 2])
+            v_est = (s_grad * n_est + n_grad * s_est) / (n_grad + s_grad)
+            h_est = (w_grad * e_est + e_grad * w_est) / (e_grad + w_grad)
+            central = vh[y, x]
+            neigh = 0.25 * (vh[y - 1, x - 1] + vh[y - 1, x + 1] + vh[y + 1, x - 1] + vh[y + 1, x + 1])
+            disc = neigh if abs(0.5 - central) < abs(0.5 - neigh) else central
+            rgb[1, y, x] = disc * (h_est - v_est) + v_est
+    # Step 4.1: squared diagonal (P: NW-SE, Q: NE-SW) high-pass at red/blue sites.
+    for y in prange(3, h - 3):
+        for x in range(3, w - 3):
+            if cf[y & 1, x & 1] == 1:
+                continue
+            c0 = 6.0 * cfa[y, x]
+            buf_a[y, x] = _sq((cfa[y - 3, x - 3] - cfa[y - 1, x - 1] - cfa[y + 1, x + 1]
+                               + cfa[y + 3, x + 3])
+                              - 3.0 * (cfa[y - 2, x - 2] + cfa[y + 2, x + 2]) + c0)
+            buf_b[y, x] = _sq((cfa[y - 3, x + 3] - cfa[y - 1, x + 1] - cfa[y + 1, x - 1]
+                               + cfa[y + 3, x - 3])
+                              - 3.0 * (cfa[y - 2, x + 2] + cfa[y + 2, x - 2]) + c0)
+    # Step 4.2: P/Q discrimination (stored in lpf, no longer needed).
+    for y in prange(4, h - 4):
+        for x in range(4, w - 4):
+            if cf[y & 1, x & 1] == 1:
+                lpf[y, x] = 0.0
+                continue
+            p = max(epssq, buf_a[y - 1, x - 1] + buf_a[y, x] + buf_a[y + 1, x + 1])
+            q = max(epssq, buf_b[y - 1, x + 1] + buf_b[y, x] + buf_b[y + 1, x - 1])
+            lpf[y, x] = p / (p + q)
+    pq = lpf
+    # Step 4.3: red at blue sites and blue at red sites.
+    for y in prange(6, h - 6):
+        for x in range(6, w - 6):
+            own = cf[y & 1, x & 1]
+            if own == 1:
+                continue
+            c = 2 - own
+            central = pq[y, x]
+            neigh = 0.25 * (pq[y - 1, x - 1] + pq[y - 1, x + 1] + pq[y + 1, x - 1] + pq[y + 1, x + 1])
+            disc = neigh if abs(0.5 - central) < abs(0.5 - neigh) else central
+            g0 = rgb[1, y, x]
+            nw_grad = eps + abs(rgb[c, y - 1, x - 1] - rgb[c, y + 1, x + 1]) \
+                + abs(rgb[c, y - 1, x - 1] - rgb[c, y - 3, x - 3]) + abs(g0 - rgb[1, y - 2, x - 2])
+            ne_grad = eps + abs(rgb[c, y - 1, x + 1] - rgb[c, y + 1, x - 1]) \
+                + abs(rgb[c, y - 1, x + 1] - rgb[c, y - 3, x + 3]) + abs(g0 - rgb[1, y - 2, x + 2])
+            sw_grad = eps + abs(rgb[c, y - 1, x + 1] - rgb[c, y + 1, x - 1]) \
+                + abs(rgb[c, y + 1, x - 1] - rgb[c, y + 3, x - 3]) + abs(g0 - rgb[1, y + 2, x - 2])
+            se_grad = eps + abs(rgb[c, y - 1, x - 1] - rgb[c, y + 1, x + 1]) \
+                + abs(rgb[c, y + 1, x + 1] - rgb[c, y + 3, x + 3]) + abs(g0 - rgb[1, y + 2, x + 2])
+            nw_est = rgb[c, y - 1, x - 1] - rgb[1, y - 1, x - 1]
+            ne_est = rgb[c, y - 1, x + 1] - rgb[1, y - 1, x + 1]
+            sw_est = rgb[c, y + 1, x - 1] - rgb[1, y + 1, x - 1]
+            se_est = rgb[c, y + 1, x + 1] - rgb[1, y + 1, x + 1]
+            p_est = (nw_grad * se_est + se_grad * nw_est) / (nw_grad + se_grad)
+            q_est = (ne_grad * sw_est + sw_grad * ne_est) / (ne_grad + sw_grad)
+            rgb[c, y, x] = g0 + disc * (q_est - p_est) + p_est
+    # Step 4.4: red and blue at green sites.
+    for y in prange(6, h - 6):
+        for x in range(6, w - 6):
+            if cf[y & 1, x & 1] != 1:
+                continue
+            central = vh[y, x]
+            neigh = 0.25 * (vh[y - 1, x - 1] + vh[y - 1, x + 1] + vh[y + 1, x - 1] + vh[y + 1, x + 1])
+            disc = neigh if abs(0.5 - central) < abs(0.5 - neigh) else central
+            g0 = rgb[1, y, x]
+            n1 = eps + abs(g0 - rgb[1, y - 2, x])
+            s1 = eps + abs(g0 - rgb[1, y + 2, x])
+            w1 = eps + abs(g0 - rgb[1, y, x - 2])
+            e1 = eps + abs(g0 - rgb[1, y, x + 2])
+            gn = rgb[1, y - 1, x]
+            gs = rgb[1, y + 1, x]
+            gw = rgb[1, y, x - 1]
+            ge = rgb[1, y, x + 1]
+            for c in (0, 2):
+                sn_abs = abs(rgb[c, y - 1, x] - rgb[c, y + 1, x])
+                ew_abs = abs(rgb[c, y, x - 1] - rgb[c, y, x + 1])
+                n_grad = n1 + sn_abs + abs(rgb[c, y - 1, x] - rgb[c, y - 3, x])
+                s_grad = s1 + sn_abs + abs(rgb[c, y + 1, x] - rgb[c, y + 3, x])
+                w_grad = w1 + ew_abs + abs(rgb[c, y, x - 1] - rgb[c, y, x - 3])
+                e_grad = e1 + ew_abs + abs(rgb[c, y, x + 1] - rgb[c, y, x + 3])
+                n_est = rgb[c, y - 1, x] - gn
+                s_est = rgb[c, y + 1, x] - gs
+                w_est = rgb[c, y, x - 1] - gw
+                e_est = rgb[c, y, x + 1] - ge
+                v_est = (n_grad * s_est + s_grad * n_est) / (n_grad + s_grad)
+                h_est = (e_grad * w_est + w_grad * e_est) / (e_grad + w_grad)
+                rgb[c, y, x] = g0 + disc * (h_est - v_est) + v_est
+
+
+@njit(cache=True, parallel=True)
+def _add_offset(a, off):
+    flat = a.reshape(-1)
+    for i in prange(flat.size):
+        flat[i] += off
+
+
+@njit(cache=True, parallel=True)
+def _minmax(a):
+    flat = a.reshape(-1)
+    n = flat.size
+    nchunk = 64
+    mins = np.full(nchunk, np.inf, np.float32)
+    for k in prange(nchunk):
+        lo = k * n // nchunk
+        hi = (k + 1) * n // nchunk
+        m = np.float32(np.inf)
+        for i in range(lo, hi):
+            if flat[i] < m:
+                m = flat[i]
+        mins[k] = m
+    return mins.min()
+
+
+# --------------------------------------------------------------------------- public
+_TLS = threading.local()
+
+
+def _workspace(shape: tuple[int, int], n: int) -> list[np.ndarray]:
+    """``n`` reusable (H, W) float32 work arrays for this thread.
+
+    Fresh arrays cost more than the RCD arithmetic here: page-faulting 48 MB of new
+    buffers took 30-40 ms per call on the 2-core test machine, the kernel 65 ms.
+    """
+    cache = getattr(_TLS, "cache", None)
+    if cache is None or cache[0] != (shape, n):
+        cache = ((shape, n), [np.empty(shape, np.float32) for _ in range(n)])
+        _TLS.cache = cache
+    return cache[1]
+
+
+def debayer_array(cfa: np.ndarray, pattern: str, *, method: str = "rcd") -> np.ndarray:
+    """Demosaic a 2-D CFA mosaic.
+
+    Parameters
+    ----------
+    cfa : ndarray, shape (H, W)
+        Raw mosaic, linear (float32 preferred; other types are converted).
+    pattern : {"RGGB", "BGGR", "GRBG", "GBRG"}
+        Colours of ``cfa[0:2, 0:2]`` read row by row.
+    method : {"rcd", "bilinear", "superpixel", "vng"}, default "rcd"
+        See the module docstring; ``"vng"`` runs RCD.
+
+    Returns
+    -------
+    ndarray, float32, shape (3, H, W) (R, G, B), or (3, H//2, W//2) for superpixel.
+    """
+    cf = cfa_color_index(pattern)
+    data = np.ascontiguousarray(cfa, dtype=np.float32)
+    if data.ndim != 2:
+        raise BadInputError(None, f"a CFA mosaic must be 2-D, got shape {data.shape}")
+    h, w = data.shape
+    method = method.lower()
+    if method == "superpixel":
+        out = np.empty((3, h // 2, w // 2), np.float32)
+        _superpixel_kernel(data, cf, out)
+        return out
+    out = np.empty((3, h, w), np.float32)
+    if method == "bilinear" or min(h, w) < 16:
+        _bilinear_kernel(data, cf, out, 0)
+        return out
+    if method not in ("rcd", "vng"):
+        raise BadInputError(None, f"unknown debayer method {method!r} (use one of "
+                                  f"{', '.join(DEBAYER_METHODS)})")
+    # RCD's ratios need positive data; calibrated frames may hold slightly negative noise,
+    # so shift by a constant and shift back (exact for the difference-based steps).
+    lo = float(_minmax(data))
+    offset = np.float32(max(0.0, -lo) + (1e-3 if lo < 1e-3 else 0.0))
+    if offset:
+        data = data + offset
+    for dy in range(2):
+        for dx in range(2):
+            out[cf[dy, dx], dy::2, dx::2] = data[dy::2, dx::2]
+    _bilinear_kernel(data, cf, out, 6)
+    _rcd_kernel(data, cf, out, *_workspace((h, w), 4))
+    if offset:
+        _add_offset(out, -offset)
+    return out
+
+
+def debayer(image: AstroImage, *, method: str = "rcd", pattern: str | None = None,
+            equalize: bool = False) -> AstroImage:
+    """Demosaic a raw one-shot-colour :class:`AstroImage` into ``(3, H, W)`` RGB.
+
+    Parameters
+    ----------
+    image : AstroImage
+        2-D CFA mosaic; ``image.bayer`` gives the pattern unless ``pattern`` does.
+    method : {"rcd", "bilinear", "superpixel", "vng"}, default "rcd"
+        Demosaicing algorithm (module docstring). ``"superpixel"`` halves each axis.
+    pattern : str, optional
+        Pattern of ``data[0, 0]`` (overrides ``image.bayer``).
+    equalize : bool, default False
+        Equalise the CFA planes' background first (:func:`equalize_cfa`), which
+        neutralises a grey sky on cameras whose colour channels differ in response.
+
+    Returns
+    -------
+    AstroImage
+        Colour image with ``bayer=None``, a HISTORY line ``pre.debayer {...}`` and,
+        for superpixel, the mask (if any) subsampled.
+
+    Raises
+    ------
+    BadInputError
+        If the image is not a 2-D mosaic or the pattern is unknown.
+    """
+    pat = pattern or image.bayer
+    if image.data.ndim != 2:
+        raise BadInputError(image.path, "cannot debayer: image is already colour")
+    if pat is None:
+        raise BadInputError(image.path, "cannot debayer: no CFA pattern (BAYERPAT) in the header; "
+                                        "give --bayer RGGB|BGGR|GRBG|GBRG")
+    pat = _check_pattern(pat)
+    data = image.data
+    factors = None
+    if equalize:
+        data, factors = equalize_cfa(data, pat, return_factors=True)
+    rgb = debayer_array(data, pat, method=method)
+    mask = image.mask
+    if mask is not None and method == "superpixel":
+        h2, w2 = rgb.shape[1:]
+        mask = mask[0:2 * h2:2, 0:2 * w2:2] & mask[1:2 * h2:2, 1:2 * w2:2]
+    params = {"method": method, "pattern": pat, "equalize_cfa": bool(equalize)}
+    if method == "vng":
+        params["note"] = "vng runs rcd"
+    if factors is not None:
+        params["cfa_factors"] = [round(float(f), 6) for f in factors]
+    out = image.derive(rgb, "pre.debayer", params, bayer=None, mask=mask)
+    for key in ("BAYERPAT", "COLORTYP", "XBAYROFF", "YBAYROFF"):
+        out.header.remove(key, ignore_missing=True, remove_all=True)
+    if method == "superpixel":
+        for key in ("XBINNING", "YBINNING"):
+            if key in out.header:
+                try:
+                    out.header[key] = int(out.header[key]) * 2
+                except (TypeError, ValueError):
+                    pass
+    return out
+
+
+def _plane_median(plane: np.ndarray, step: int) -> float:
+    sub = plane[::step, ::step]
+    return float(np.median(sub))
+
+
+def equalize_cfa(data: np.ndarray, pattern: str, *, return_factors: bool = False):
+    """Scale the R, G1, G2, B planes of a mosaic so that their medians are equal.
+
+    The common level is the mean of the two green medians, so green keeps its scale.
+    Applied to a light, this makes a grey sky grey whatever the sensor's colour
+    response (what Siril's ``-equalize_cfa`` does for flats); applied to a flat, it
+    stops the flat from tinting the image.
+
+    Parameters
+    ----------
+    data : ndarray (H, W)
+        The mosaic (not modified).
+    pattern : str
+        CFA pattern of ``data[0, 0]``.
+    return_factors : bool, default False
+        Also return the four factors (R, G1, G2, B).
+
+    Returns
+    -------
+    ndarray (H, W) float32 [, ndarray (4,)]
+    """
+    sl = cfa_plane_slices(pattern)
+    # Medians on a subsample of every 2nd sample of each plane: 4x fewer values, same
+    # median within noise (0.02 s instead of 0.09 s on 2000x1500).
+    med = {k: _plane_median(data[s], 2) for k, s in sl.items()}
+    ref = 0.5 * (med["G1"] + med["G2"])
+    out = np.array(data, dtype=np.float32, copy=True)
+    factors = []
+    for k in ("R", "G1", "G2", "B"):
+        f = ref / med[k] if med[k] > 0 and ref > 0 else 1.0
+        factors.append(f)
+        if f != 1.0:
+            out[sl[k]] *= np.float32(f)
+    if return_factors:
+        return out, np.array(factors)
+    return out
+
+
+def cfa_luminance(data2d: np.ndarray, pattern: str | None = None) -> np.ndarray:
+    """Luminance of a CFA mosaic without a full debayer, ``(H, W)`` float32.
+
+    The separable [1 2 1]/4 x [1 2 1]/4 filter weighs every 3x3 neighbourhood of a
+    Bayer mosaic exactly as R/4 + G/2 + B/4, whatever the centre's colour, so stars
+    keep their position and shape for detection. For mono data (``pattern`` None)
+    the data are returned as float32.
+    """
+    data = np.asarray(data2d, dtype=np.float32)
+    if pattern is None:
+        return data
+    _check_pattern(pattern)
+    out = np.empty_like(data)
+    _lum_kernel(np.ascontiguousarray(data), out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _lum_kernel(a, out):
+    h, w = a.shape
+    for y in prange(h):
+        y0 = _mirror(y - 1, h)
+        y2 = _mirror(y + 1, h)
+        for x in range(w):
+            x0 = _mirror(x - 1, w)
+            x2 = _mirror(x + 1, w)
+            r0 = a[y0, x0] + 2.0 * a[y0, x] + a[y0, x2]
+            r1 = a[y, x0] + 2.0 * a[y, x] + a[y, x2]
+            r2 = a[y2, x0] + 2.0 * a[y2, x] + a[y2, x2]
+            out[y, x] = (r0 + 2.0 * r1 + r2) * np.float32(1.0 / 16.0)
