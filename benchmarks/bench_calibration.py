@@ -6,8 +6,8 @@ Siril (one ``siril-cli`` start per stage, see siril.py):
   calibrate: ``preprocess light -dark=dark_stacked -flat=pp_flat_stacked -cfa
              -equalize_cfa -debayer``
 Ours:
-  masters:   ``napari-astro masters SESSION -o OUT/masters``
-  calibrate: ``napari-astro calibrate SESSION -o OUT/calibrated --masters OUT/masters
+  masters:   ``napari-astro masters NIGHT/bias NIGHT/darks NIGHT/flats NIGHT/lights -o OUT/masters``
+  calibrate: ``napari-astro calibrate NIGHT/{bias,darks,flats,lights} -o OUT/calibrated --masters OUT/masters
              --equalize-cfa``   (debayered with our default, RCD, like Siril's)
 
 Quality (last repetition): the calibrated reference light (light 1) of each tool
@@ -57,9 +57,10 @@ def run(label: str, session: Path, args) -> Path:
                and r["stage"] == "masters+calibration" for r in b.runs):
             return  # said once is enough
         o = fresh(work / f"ours-cal-{label}")
-        m1 = run_ours(["masters", session, "-o", o / "masters"], o / "masters.log",
+        inputs = common.session_inputs(session)
+        m1 = run_ours(["masters", *inputs, "-o", o / "masters"], o / "masters.log",
                       timeout=args.timeout)
-        cal = ["calibrate", session, "-o", o / "calibrated", "--equalize-cfa"]
+        cal = ["calibrate", *inputs, "-o", o / "calibrated", "--equalize-cfa"]
         if m1.ok:
             cal += ["--masters", o / "masters"]
         m2 = run_ours(cal, o / "calibrate.log", timeout=args.timeout)

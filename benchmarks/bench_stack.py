@@ -3,7 +3,7 @@
   Siril: the standard OSC script (siril.py) in one ``siril-cli`` start: masters with
          Winsorized rejection, ``preprocess -cfa -equalize_cfa -debayer``,
          ``register``, ``stack r_pp_light rej w 3 3 -norm=addscale -output_norm``
-  ours:  ``napari-astro stack SESSION -o OUT.fits --work-dir OUT_work
+  ours:  ``napari-astro stack NIGHT/bias NIGHT/darks NIGHT/flats NIGHT/lights -o OUT.fits --work-dir OUT_work
          --reference lights/<first light>``  (our defaults otherwise)
 
 Both start from the raw session with nothing cached; each repetition uses fresh
@@ -54,7 +54,8 @@ def run(label: str, session: Path, args) -> Path:
         if not common.ours_ready(b.runs):
             return
         o = fresh(work / f"ours-stack-{label}")
-        m = run_ours(["stack", session, "-o", o / "stack.fits", "--work-dir", o / "work",
+        m = run_ours(["stack", *common.session_inputs(session), "-o", o / "stack.fits",
+                      "--work-dir", o / "work",
                       "--reference", ref], o / "stack.log", timeout=args.timeout)
         b.record(rep, "ours", "whole run", [m])
         if m.ok:

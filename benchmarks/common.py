@@ -73,6 +73,18 @@ def night_dir(n_lights: int) -> Path:
     return BENCH_DATA / f"night{n_lights}"
 
 
+def session_inputs(session: Path) -> list[Path]:
+    """The frame folders of a session (bias/ darks/ flats/ lights/ ...), for our CLI.
+
+    Passed explicitly rather than the session folder, because a simulated night also
+    holds truth/sky.fits, which is not a frame.
+    """
+    session = Path(session)
+    subs = [session / n for n in ("bias", "biases", "offsets", "darks", "flats", "darkflats",
+                                  "lights") if (session / n).is_dir()]
+    return subs or [session]
+
+
 def truth_dir(session: Path) -> Path | None:
     t = Path(session) / "truth"
     return t if (t / "sky.fits").exists() else None
@@ -198,7 +210,7 @@ class Bench:
         key = f"{tool}:{stage}"
         self.commands.setdefault(key, [" ".join(m.cmd) for m in ms])
         status = extra.get("status", "ok" if rc == 0 else "failed")
-        print(f"  rep {rep} {tool:5s} {stage:10s} "
+        print(f"  rep {rep} {tool:5s} {stage:20s} "
               + (f"wall {r['wall_s']:7.2f} s  cpu {r['cpu_s']:7.2f} s  "
                  f"peak {r['peak_rss_bytes'] / 2**20:7.0f} MB" if rc == 0 else status)
               + ("" if rc == 0 or status == "not built" else f"  {extra.get('error', '')}"),
@@ -223,14 +235,14 @@ class Bench:
 
     def print_summary(self) -> None:
         print(f"\n{self.title}  (median of successful runs; ratio = ours / Siril)")
-        print(f"{'stage':12s} {'Siril wall':>10s} {'ours wall':>10s} {'ratio':>6s} "
+        print(f"{'stage':20s} {'Siril wall':>10s} {'ours wall':>10s} {'ratio':>6s} "
               f"{'Siril CPU':>10s} {'ours CPU':>9s} {'ratio':>6s} {'Siril MB':>9s} "
               f"{'ours MB':>8s} {'ratio':>6s}")
         f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"  # noqa: E731
         for stage, row in self.summary().items():
             s, o, q = row["siril"], row["ours"], row["ratio"]
             tail = "" if o["status"] == "ok" else f"   ours: {o['status']}"
-            print(f"{stage:12s} {f(s['wall_s']):>10s} {f(o['wall_s']):>10s} "
+            print(f"{stage:20s} {f(s['wall_s']):>10s} {f(o['wall_s']):>10s} "
                   f"{f(q['wall_s']):>6s} {f(s['cpu_s']):>10s} {f(o['cpu_s']):>9s} "
                   f"{f(q['cpu_s']):>6s} {f(s['peak_rss_MB'], 0):>9s} "
                   f"{f(o['peak_rss_MB'], 0):>8s} {f(q['peak_rss_MB']):>6s}{tail}")

@@ -142,6 +142,42 @@ def plan_stack(inputs: Sequence[os.PathLike | str], *, stack: StackParams = Stac
                      plan_items=plan_items, skipped=skipped, disk_bytes=disk)
 
 
+def _output_for(output: Path, filt: str, n_filters: int) -> Path:
+    if n_filters <= 1:
+        return output
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in (filt or "none"))
+    return output.with_name(f"{output.stem}_{safe}{output.suffix}")
+
+
+class _Logger:
+    """Collects every decision; writes ``<OUT>.log`` atomically at the end (and on failure)."""
+
+    def __init__(self, echo: Optional[Log]) -> None:
+        self.lines: list[str] = []
+        self.echo = echo
+        self.t0 = time.perf_counter()
+
+    def __call__(self, line: str) -> None:
+        stamp = f"[{time.perf_counter() - self.t0:7.1f}s] "
+        self.lines.append(stamp + line)
+        if self.echo:
+            self.echo(line)
+
+    def write(self, path: Path) -> None:
+        from ..core.io._atomic import atomic_output
+        with atomic_output(path, overwrite=True) as tmp:
+            tmp.write_text("\n".join(self.lines) + "\n")
+
+
+def _inputs_fingerprint(frames) -> str:
+    import hashlib
+    h = hashlib.sha1()
+    for f in sorted(frames, key=lambda f: str(f.path)):
+        st = Path(f.path).stat()
+        h.update(f"{Path(f.path).resolve()}|{st.st_size}|{int(st.st_mtime)}".encode())
+    return h.hexdigest()[:16]
+
+
 def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
               stack: StackParams = StackParams(), masters: MastersParams = MastersParams(),
               calibrate: CalibrateParams = CalibrateParams(),
@@ -156,15 +192,201 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     Parameters
     ----------
     inputs : paths
-        Session folders and/or files.
+        Session folders and/or files (several nights may be given together).
     output : path
         ``OUT.fits``; with several filters, ``OUT_<filter>.fits`` each.
+    stack, masters, calibrate, register, integrate : parameter dataclasses
+        One per sub-step (``pipeline/steps.py``).
     work_dir : path, optional
-        Intermediate files (default ``<OUT>.work`` beside the output). Reused by a
-        later run with the same inputs: finished frames are not recomputed.
+        Intermediate files (default ``<OUT>.work`` beside the output). A later run
+        with the same inputs reuses what is finished there: masters, calibrated and
+        registered frames are not recomputed.
+    overwrite : bool
+        Replace existing outputs.
+    rejection_maps_dir : path, optional
+        Write the low/high rejection maps of each filter there.
+    progress, cancel, log : optional
+        Progress callback, cancel token, and a callable receiving each log line
+        (the same lines go to ``<OUT>.log``).
+
+    Returns
+    -------
+    StackResult
     """
-    raise NotImplementedError  # filled in below once the stages exist
+    from ..core.frames import FrameType
+    from ..core.io import read_image, write_image
+    from .calibrate import MasterSet, build_masters, calibrate_lights, output_name, plan_calibration
+    from .integrate import integrate_with_params, write_rejection_maps
+    from .register import register_frames
+
+    output = Path(output)
+    logger = _Logger(log)
+    timings: dict = {}
+    t0 = time.perf_counter()
+    plan = plan_stack(inputs, stack=stack, masters=masters, calibrate=calibrate, log=logger)
+    filters = list(plan.lights_by_filter)
+    outputs = {f: _output_for(output, f, len(filters)) for f in filters}
+    if not overwrite:
+        for p in outputs.values():
+            if p.exists():
+                raise BadInputError(p, "output exists (use --overwrite to replace it)")
+    work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(work).free
+    logger(f"napari-astro stack: {len(plan.frames)} frames, {len(filters)} filter(s); "
+           f"work folder {work}")
+    for line in plan.describe():
+        logger(line)
+    if plan.disk_bytes > free:
+        raise BadInputError(work, f"needs about {plan.disk_bytes / 1e9:.1f} GB of disk, "
+                                  f"{free / 1e9:.1f} GB free")
+    timings["plan"] = time.perf_counter() - t0
+    n_filters = len(filters)
+    # Progress budget: masters 10%, per filter calibrate 35%, register 35%, integrate 20%.
+    stage = lambda a, b, label: SubProgress(progress, a, b, 100.0, label)  # noqa: E731
+
+    # ---- masters (reused when the inputs did not change)
+    t0 = time.perf_counter()
+    cal_frames = plan.calibration_frames
+    mdir = work / "masters"
+    marker = mdir / "done.json"
+    fingerprint = _inputs_fingerprint(cal_frames) if cal_frames else "none"
+    master_set = None
+    if cal_frames:
+        if marker.exists() and json.loads(marker.read_text()).get("inputs") == fingerprint:
+            master_set = MasterSet.from_dir(mdir)
+            logger(f"reusing {len(master_set)} masters from {mdir}")
+        else:
+            master_set = build_masters(cal_frames, mdir, masters, overwrite=True,
+                                       progress=stage(0, 10, "masters"), cancel=cancel, log=logger)
+            marker.write_text(json.dumps({"inputs": fingerprint}))
+    else:
+        master_set = MasterSet()
+        logger("no calibration frames: lights are only cosmetic-corrected and debayered")
+    timings["masters"] = time.perf_counter() - t0
+
+    images: dict = {}
+    quality: dict = {}
+    maps: dict = {}
+    for fi, filt in enumerate(filters):
+        lo, hi = 10 + 90 * fi / n_filters, 10 + 90 * (fi + 1) / n_filters
+        span = hi - lo
+        lights = plan.lights_by_filter[filt]
+        items = plan_calibration(lights, master_set, calibrate)
+        tag = filt or "none"
+        cdir = work / f"calibrated_{tag}"
+        cdir.mkdir(parents=True, exist_ok=True)
+        # ---- calibrate (resumes: finished frames are on disk, written atomically)
+        t0 = time.perf_counter()
+        taken: set = set()
+        names = [cdir / output_name(it.light, taken) for it in items]
+        todo = [(it, p) for it, p in zip(items, names) if not p.exists()]
+        cal_params = calibrate
+        done = [p for p in names if p.exists()]
+        if done and todo and calibrate.auto_pedestal:
+            # Same session pedestal as the interrupted run, so results are identical.
+            ped = float(read_image(done[0]).header.get("PEDESTAL", calibrate.pedestal))
+            cal_params = dataclasses.replace(calibrate, auto_pedestal=False, pedestal=ped)
+        if todo:
+            logger(f"[{tag}] calibrating {len(todo)} lights ({len(items) - len(todo)} reused)")
+            calibrate_lights([it.light for it, _ in todo], master_set, cal_params, cdir,
+                             plan=[it for it, _ in todo], overwrite=True,
+                             progress=stage(lo, lo + 0.4 * span, f"calibrate {tag}"),
+                             cancel=cancel, log=logger)
+        else:
+            logger(f"[{tag}] reusing {len(items)} calibrated lights")
+        timings[f"calibrate[{tag}]"] = time.perf_counter() - t0
+
+        # ---- measure, reject, register (resumes per frame)
+        t0 = time.perf_counter()
+        rdir = work / f"registered_{tag}"
+        reg = register_frames(names, rdir, register, overwrite=True, resume=True,
+                              progress=stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"),
+                              cancel=cancel)
+        for row in reg.rows:
+            status = "accepted" if row["accepted"] else f"rejected: {row['reason']}"
+            logger(f"[{tag}] {row['name']}: stars {row['n_stars']}, FWHM "
+                   f"{_fmt(row['fwhm'])} px, roundness {_fmt(row['roundness'])}, background "
+                   f"{_fmt(row['background'], 5)}, noise {_fmt(row['noise'], 6)}, matches "
+                   f"{row['n_matches']}, rms {_fmt(row['rms'], 3)} px"
+                   + (" (reference)" if row["reference"] else "") + f" -> {status}")
+        quality[filt] = reg.rows
+        timings[f"register[{tag}]"] = time.perf_counter() - t0
+
+        # ---- integrate
+        t0 = time.perf_counter()
+        accepted = [(row, Path(row["output"])) for row in reg.rows if row["accepted"]]
+        ref_pos = next((k for k, (row, _) in enumerate(accepted) if row["reference"]), 0)
+        stats = [{"fwhm": row["fwhm"], "n_stars": row["n_stars"]} for row, _ in accepted]
+        params = integrate
+        if rejection_maps_dir is not None and not params.rejection_maps:
+            params = dataclasses.replace(params, rejection_maps=True)
+        if len(accepted) < 2:
+            raise BadInputError(cdir, f"only {len(accepted)} frame(s) registered: need at least 2 "
+                                      "to integrate")
+        result = integrate_with_params([p for _, p in accepted], params, reference=ref_pos,
+                                       frame_stats=stats,
+                                       progress=stage(lo + 0.75 * span, hi, f"integrate {tag}"),
+                                       cancel=cancel)
+        for line in getattr(result, "log", []) or []:
+            logger(f"[{tag}] {line}")
+        img = result.image
+        img.add_history(StackParams.STEP_ID, {**stack.to_dict(), "filter": filt,
+                                              "frames": len(accepted), "lights": len(lights)})
+        img.header["NCOMBINE"] = (len(accepted), "frames integrated")
+        write_image(img, outputs[filt], overwrite=True)
+        logger(f"[{tag}] wrote {outputs[filt]} ({len(accepted)}/{len(lights)} frames)")
+        if rejection_maps_dir is not None:
+            lowp, highp = write_rejection_maps(result, Path(rejection_maps_dir) / tag, overwrite=True)
+            logger(f"[{tag}] rejection maps {lowp}, {highp}")
+        images[filt] = img
+        maps[filt] = (result.low_map, result.high_map)
+        timings[f"integrate[{tag}]"] = time.perf_counter() - t0
+
+    for k, v in timings.items():
+        logger(f"time {k}: {v:.2f} s")
+    log_path = output.with_name(output.stem + ".log")
+    logger.write(log_path)
+    if not stack.keep_intermediates:
+        shutil.rmtree(work, ignore_errors=True)
+    report(progress, 100.0, 100.0, "done")
+    return StackResult(outputs=outputs, images=images, quality=quality, rejection_maps=maps,
+                       log_path=log_path, timings=timings)
 
 
-def cli_stack(args) -> int:  # pragma: no cover - replaced below
-    raise NotImplementedError
+def _fmt(v, nd: int = 2) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _params_from_args(args):
+    from .integrate import _params_from_args as integ_params
+    integ = integ_params(args)
+    stack = StackParams(skip_bad=args.skip_bad, float16=args.float16,
+                        keep_intermediates=not args.clean,
+                        workers=args.workers or 0)
+    cal = CalibrateParams(debayer=not args.no_debayer, bayer=args.bayer)
+    reg = RegisterParams(reference=args.reference)
+    return stack, cal, reg, integ
+
+
+def cli_stack(args) -> int:
+    """``napari-astro stack SESSION... -o OUT.fits``."""
+    import sys
+
+    from ..core.progress import TqdmProgress
+
+    stack, cal, reg, integ = _params_from_args(args)
+    if args.dry_run:
+        plan = plan_stack(args.sessions, stack=stack, calibrate=cal)
+        for line in plan.describe():
+            print(line)
+        return 0
+    with TqdmProgress("stack") as bar:
+        result = run_stack(args.sessions, args.output, stack=stack, calibrate=cal, register=reg,
+                           integrate=integ, work_dir=args.work_dir, overwrite=args.overwrite,
+                           rejection_maps_dir=args.rejection_maps, progress=bar, cancel=None,
+                           log=lambda s: bar._bar.write(s, file=sys.stderr) if False else None)
+    for filt, path in result.outputs.items():
+        print(f"{path}")
+    print(f"log: {result.log_path}")
+    return 0
