@@ -317,7 +317,12 @@ def siril_prep(session: Path, label: str, work: Path, upto: str) -> Path:
         return w
     stages = list(siril.STAGES[:siril.STAGES.index(upto) + 1])
     print(f"  preparing Siril's {want}* frames of {label} in {w} (untimed)", flush=True)
-    have = siril.prepare_workdir(session, w)
+    if upto == "register" and (w / "prep-calibrate.ok").exists() and \
+            len(siril.frames(w, "pp_light_")) == n:
+        stages = ["register"]  # its calibrated frames are there already
+        have = {"lights": n}
+    else:
+        have = siril.prepare_workdir(session, w)
     m = siril.run_stages(w, stages, have, name=f"prep-{upto}")
     if m.returncode != 0 or len(siril.frames(w, want)) < need:
         raise SystemExit(f"Siril's preparation failed: see {w}/prep-{upto}.log")

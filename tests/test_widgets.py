@@ -36,6 +36,13 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+def _blocks(a: np.ndarray, n: int = 5) -> np.ndarray:
+    """Means of n x n blocks inside a 10 px border (averages the noise of one frame)."""
+    a = np.asarray(a, np.float64)[10:-10, 10:-10]
+    h, w = a.shape[0] // n * n, a.shape[1] // n * n
+    return a[:h, :w].reshape(h // n, n, w // n, n).mean(axis=(1, 3))
+
+
 def _wait(qtbot, widget, timeout: int = WAIT_MS) -> None:
     """Wait for the widget's worker to finish, then fail on its error (if any)."""
     qtbot.waitUntil(lambda: not widget.running, timeout=timeout)
@@ -271,7 +278,9 @@ def test_calibration_widget(make_napari_viewer, qtbot, night):
     # The calibrated reference light is the simulated sky (up to scale and offset).
     cal = np.moveaxis(np.asarray(preview.data), -1, 0)
     for c in range(3):
-        assert _corr(cal[c][10:-10, 10:-10], night.sky[c][10:-10, 10:-10]) > 0.95
+        got, want = _blocks(cal[c]), _blocks(night.sky[c])
+        print("calibration block corr", c, _corr(got, want))
+        assert _corr(got, want) > 0.97
     assert run.preview.history and any("pre.calibrate" in h for h in run.preview.history)
 
 
@@ -346,7 +355,6 @@ def test_integration_widget(make_napari_viewer, qtbot, night):
     pytest.importorskip("napari_astro.pipeline.integrate")
     from napari.layers import Layer
 
-    from napari_astro.core.registration import Transform, apply_transform
     from napari_astro.widgets._layers import images_to_stack_layer_data
     from napari_astro.widgets.integration import IntegrationWidget
 
@@ -360,13 +368,14 @@ def test_integration_widget(make_napari_viewer, qtbot, night):
         if i == 2:
             data[:, 100, :] = 1.0  # a satellite trail
         frames.append(AstroImage(np.clip(data, 0, 1), path=f"r_{i}.fits"))
-    assert Transform is not None and apply_transform is not None
     viewer = make_napari_viewer()
     layer = viewer.add_layer(Layer.create(*images_to_stack_layer_data(frames, "registered")))
     widget = IntegrationWidget(viewer)
     widget.layers_picker.widget.value = [layer]
     widget.form["weighting"].value = "none"
+    t0 = time.monotonic()
     _run(qtbot, widget)
+    print("integration widget run", time.monotonic() - t0)
     out = viewer.layers["integration"]
     assert out.rgb and out.data.shape == (200, 300, 3)
     stacked = np.moveaxis(np.asarray(out.data), -1, 0)
@@ -395,7 +404,7 @@ def test_stack_widget(make_napari_viewer, qtbot, night, tmp_path):
 
     viewer = make_napari_viewer()
     widget = StackWidget(viewer)
-    widget.inputs.set_paths([str(night.root)])
+    widget.inputs.set_paths([str(night.root / d) for d in ("bias", "darks", "flats", "lights")])
     widget.output.set_path(tmp_path / "stack.fits")
     widget.show_plan()
     qtbot.waitUntil(lambda: widget.plan is not None or (widget.plan_worker is None
@@ -430,7 +439,7 @@ def test_stack_widget_cancel(make_napari_viewer, qtbot, night, tmp_path):
 
     viewer = make_napari_viewer()
     widget = StackWidget(viewer)
-    widget.inputs.set_paths([str(night.root)])
+    widget.inputs.set_paths([str(night.root / d) for d in ("bias", "darks", "flats", "lights")])
     widget.output.set_path(tmp_path / "stack.fits")
     widget.run()
     qtbot.waitUntil(lambda: widget.progress_bar.value() > 0 or not widget.running,

@@ -349,16 +349,31 @@ def dark_scale_for_exposure(t_light: float | None, t_dark: float | None, path=No
 
 
 def optimize_dark_scale(light_minus_bias: np.ndarray, thermal: np.ndarray, *,
-                        pattern: str | None = None, clip_sigma: float = 4.0,
+                        pattern: str | None = None, exclude: np.ndarray | None = None,
+                        threshold: float = 3.0, clip_sigma: float = 4.0,
                         iterations: int = 4) -> float:
     """Dark factor ``k`` that minimises the noise of ``light_minus_bias - k * thermal``.
 
     The fixed pattern a dark removes (hot and warm pixels, amp glow) is high-frequency,
     the sky is not: ``k`` is the least-squares fit of the high-pass filtered light
     (minus same-colour neighbours) on the high-pass filtered thermal dark, which is
-    the minimum of the high-frequency variance of the calibrated frame. Pixels whose
+    the minimum of the high-frequency variance of the calibrated frame. As in
+    PixInsight's "optimization threshold", only pixels whose thermal signal stands
+    ``threshold`` robust sigmas above the dark's median take part: elsewhere the
+    master dark's own noise rivals its signal and would bias ``k`` towards zero
+    (regression dilution: 0.99 instead of 2 on the simulated night). Pixels whose
     residual deviates by more than ``clip_sigma`` robust sigmas (stars, cosmic rays)
     are dropped and the fit repeated.
+
+    Parameters
+    ----------
+    light_minus_bias, thermal : ndarray (H, W)
+    pattern : str, optional
+        CFA pattern (the high-pass compares same-colour neighbours).
+    exclude : ndarray of bool (H, W), optional
+        Pixels to leave out, e.g. saturated in the light or the dark: a hot pixel
+        clipped at full scale is not linear in exposure and would drag ``k`` down.
+        Their 4 same-colour neighbours are left out too (their high-pass holds it).
 
     Returns
     -------
@@ -373,7 +388,20 @@ def optimize_dark_scale(light_minus_bias: np.ndarray, thermal: np.ndarray, *,
     _highpass_kernel(th, step, ht)
     hl = hl.ravel().astype(np.float64)
     ht = ht.ravel().astype(np.float64)
-    keep = np.ones(hl.size, bool)
+    tsub = _subsample(th)
+    tmed = float(np.median(tsub))
+    tsig = robust_sigma(tsub)
+    keep = (th > tmed + threshold * tsig).ravel()
+    if np.count_nonzero(keep) < 50:   # a dark without hot pixels: use everything
+        keep = np.ones(hl.size, bool)
+    if exclude is not None and exclude.any():
+        ex = np.asarray(exclude, bool).copy()
+        ex0 = ex.copy()
+        ex[step:] |= ex0[:-step]
+        ex[:-step] |= ex0[step:]
+        ex[:, step:] |= ex0[:, :-step]
+        ex[:, :-step] |= ex0[:, step:]
+        keep &= ~ex.ravel()
     k = 1.0
     for _ in range(iterations):
         denom = float(np.dot(ht[keep], ht[keep]))
@@ -384,7 +412,7 @@ def optimize_dark_scale(light_minus_bias: np.ndarray, thermal: np.ndarray, *,
         s = robust_sigma(r[::7].astype(np.float32))
         if s <= 0:
             break
-        new = np.abs(r) < clip_sigma * s
+        new = (np.abs(r) < clip_sigma * s) & keep
         if (new == keep).all():
             break
         keep = new

@@ -347,6 +347,18 @@ def _batch_similarity(s: np.ndarray, d: np.ndarray) -> np.ndarray:
     return m
 
 
+def _poisson_quantile(lam: float, p: float) -> int:
+    """Smallest k with P(X >= k) < p for X ~ Poisson(lam)."""
+    term = math.exp(-lam)
+    cdf = term
+    k = 0
+    while 1.0 - cdf >= p and k < 1000:
+        k += 1
+        term *= lam / k
+        cdf += term
+    return k + 1
+
+
 def _pairs(src_xy: np.ndarray, ref_tree: cKDTree, m: np.ndarray, tol: float):
     """Mutual nearest neighbours within ``tol`` after mapping the source by ``m``."""
     mapped = _apply_matrix(m, src_xy)
@@ -447,8 +459,16 @@ def find_transform(src: Stars, ref: Stars, *, model: str = "affine", n_brightest
         # a clear consensus: stop early (the 4000 candidates would cost ~30 ms)
         if best_score >= max(8, 0.5 * min(n_s, len(r_top))):
             break
-    if best_m is None or best_score < min(need, 3):
-        raise RegistrationError(f"no consistent star pattern (best consensus {best_score} stars)")
+    # significance: each candidate matches its own 3 vertices by construction; the
+    # others land on a reference star by chance at a Poisson rate lam. Demand enough
+    # extra agreeing stars that none of the candidates tried would reach it by luck.
+    lo, hi = r_score.min(0), r_score.max(0)
+    area = max(float(np.prod(np.maximum(hi - lo, 1.0))), 1.0)
+    lam = n_s * len(r_score) * math.pi * match_tolerance ** 2 / area
+    needed = 3 + _poisson_quantile(lam, 1e-3 / max(len(mats), 1))
+    if best_m is None or best_score < max(needed, min(need, 3)):
+        raise RegistrationError(f"no consistent star pattern (best: {best_score} stars agree, "
+                                f"{needed} needed)")
     # refine on all stars: match, fit (weighted by the expected centroid errors),
     # clip, re-match
     ref_tree = cKDTree(r_all)

@@ -407,24 +407,21 @@ def _measure(data, bkg, ys, xs, sigma0, max_radius, sat_level, out):  # pragma: 
                         nsat += 1
             if nsat >= 2:
                 saturated = 1.0
-        # stage 0 on the background map; stage 1 after removing a local pedestal
-        # measured in an annulus at 3-4.5 FWHM (nebulae and gradients the coarse
-        # mesh cannot follow)
-        ped = 0.0
-        ok, cx, cy, sw2, s0, mxx, myy, mxy = _moments(data, bkg, 0.0, float(px), float(py),
+        # local pedestal from an annulus at 3-4.5 FWHM, for nebulae and gradients the
+        # coarse mesh cannot follow: first with the guessed FWHM, then with the
+        # measured one (a large star's wings would bias the first ring)
+        fw = 2.3548 * sigma0
+        ped = _annulus_median(data, bkg, float(px), float(py), max(3.0 * fw, 5.0),
+                              max(3.0 * fw, 5.0) + max(1.5 * fw, 3.0))
+        ok, cx, cy, sw2, s0, mxx, myy, mxy = _moments(data, bkg, ped, float(px), float(py),
                                                       sigma0 * sigma0, max_radius)
-        fw = 2.3548 * math.sqrt(sw2)
-        r1 = max(3.0 * fw, 5.0)
-        r2 = r1 + max(1.5 * fw, 3.0)
-        ped = _annulus_median(data, bkg, cx if ok > 0 else float(px),
-                              cy if ok > 0 else float(py), r1, r2)
-        if ped != 0.0:
-            if ok > 0:
+        if ok > 0:
+            fw = 2.3548 * math.sqrt(sw2)
+            r1 = max(3.0 * fw, 5.0)
+            ped2 = _annulus_median(data, bkg, cx, cy, r1, r1 + max(1.5 * fw, 3.0))
+            if abs(ped2 - ped) > 1e-7:
+                ped = ped2
                 ok, cx, cy, sw2, s0, mxx, myy, mxy = _moments(data, bkg, ped, cx, cy, sw2,
-                                                              max_radius)
-            else:
-                ok, cx, cy, sw2, s0, mxx, myy, mxy = _moments(data, bkg, ped, float(px),
-                                                              float(py), sigma0 * sigma0,
                                                               max_radius)
         peak -= ped
         # deconvolve the window from the measured covariance: C = (M^-1 - W^-1)^-1
@@ -538,7 +535,15 @@ def detect_stars(data2d: np.ndarray, *, sigma: float = 5.0, max_stars: int = 500
     with np.errstate(invalid="ignore", divide="ignore"):
         fwhm = _FWHM_PER_SIGMA * np.sqrt(np.sqrt(np.maximum(lam1 * lam2, 0.0)))
         roundness = np.sqrt(np.maximum(lam2, 0.0) / lam1)
+    # background-limited SNR of a Gaussian-weighted flux: F / (noise * sqrt(4 pi) * s);
+    # the 2x2 CFA mean halves the pixel noise but correlates 4 pixels (factor 2)
+    s_psf = np.maximum(np.nan_to_num(fwhm, nan=1.0), 0.5) / _FWHM_PER_SIGMA
+    snr = out[:, 2] / (max(noise_pix, 1e-12) * math.sqrt(4.0 * math.pi) * s_psf)
+    if _box_variance:
+        snr = snr / 2.0
     ok = ((out[:, 8] > 0) & (out[:, 2] > 0) & (lam2 > 0) & np.isfinite(fwhm)
+          # the matched-filter detection SNR is <= this flux SNR for a real star
+          & (snr >= 0.8 * sigma)
           & (fwhm >= min_fwhm) & (fwhm <= max_fwhm) & (roundness >= min_roundness)
           & (out[:, 10] <= np.maximum(2.0, 0.75 * fwhm))
           # single-pixel peaks: neighbours carry (almost) nothing
@@ -559,15 +564,10 @@ def detect_stars(data2d: np.ndarray, *, sigma: float = 5.0, max_stars: int = 500
                     keep[max(a, b)] = False
             idx = idx[keep]
     idx = idx[:max_stars]
-    # background-limited SNR of a Gaussian-weighted flux: F / (noise * sqrt(4 pi) * s)
-    s_psf = np.maximum(fwhm[idx], 0.5) / _FWHM_PER_SIGMA
-    snr = out[idx, 2] / (max(noise_pix, 1e-12) * math.sqrt(4.0 * math.pi) * s_psf)
-    if _box_variance:
-        snr = snr / 2.0  # the 2x2 mean halves the pixel noise but correlates 4 pixels
     return Stars(x=out[idx, 0].copy(), y=out[idx, 1].copy(), flux=out[idx, 2].copy(),
                  fwhm=fwhm[idx].astype(np.float64), roundness=roundness[idx].astype(np.float64),
                  peak=out[idx, 6].copy(), saturated=out[idx, 9] > 0,
-                 snr=snr.astype(np.float64))
+                 snr=snr[idx].astype(np.float64))
 
 
 def cfa_box_luminance(data2d: np.ndarray) -> np.ndarray:

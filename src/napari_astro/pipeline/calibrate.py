@@ -34,7 +34,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..core.calibration import (BadPixelAccumulator, BadPixelMap, auto_pedestal,
+from ..core.calibration import (SATURATED, BadPixelAccumulator, BadPixelMap, auto_pedestal,
                                 calibrate_arrays, check_flat, correct_bad_pixels_array,
                                 dark_scale_for_exposure, find_bad_pixels, flat_inverse,
                                 optimize_dark_scale, subtract)
@@ -633,7 +633,9 @@ def _calibrate_raw(img: AstroImage, item: PlanItem, masters: MasterSet, params: 
             k = float(item.dark_scale) if item.dark_scale is not None else \
                 dark_scale_for_exposure(img.exposure, item.dark.exposure, img.path)
         else:
-            k = optimize_dark_scale(subtract(L, offset), thermal, pattern=item.pattern)
+            sat = (L >= SATURATED) | (item.dark.load().data >= SATURATED)
+            k = optimize_dark_scale(subtract(L, offset), thermal, pattern=item.pattern,
+                                    exclude=sat)
         applied["dark"] = item.dark.label
         applied["dark_mode"] = item.dark_mode
         applied["dark_scale"] = round(k, 5)
@@ -716,6 +718,8 @@ def calibrate_light(info_or_image, plan_item: PlanItem, masters: MasterSet,
     if params.debayer and pattern is not None:
         out = debayer(out, method=params.debayer_method, pattern=pattern,
                       equalize=params.equalize_cfa)
+        # interpolation overshoots next to saturated stars: keep the [0, 1] contract
+        np.clip(out.data, 0.0, 1.0, out=out.data)
     elif params.equalize_cfa and pattern is not None:
         eq, factors = equalize_cfa(out.data, pattern, return_factors=True)
         out = out.derive(eq, "pre.equalize_cfa", {"factors": [round(float(f), 6)

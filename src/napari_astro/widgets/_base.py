@@ -372,10 +372,15 @@ def start_job(fn: Callable[..., Any], *, title: str,
                            _start_thread=False, _ignore_errors=on_error is not None)
     worker.cancel_token = token
     pbar = getattr(worker, "pbar", None)
-    state = {"n": 0}
+    state = {"n": 0, "returned": False}
+
+    def _returned(_: Any) -> None:
+        state["returned"] = True
 
     def _yielded(item: "tuple[float, float, str] | None") -> None:
-        if item is None:  # heartbeat
+        # Heartbeats carry nothing; a report that arrives after the result (Qt does
+        # not order the two signals' deliveries strictly) is stale.
+        if item is None or state["returned"]:
             return
         done, total, message = item
         frac = min(max(done / total, 0.0), 1.0) if total else 0.0
@@ -394,6 +399,7 @@ def start_job(fn: Callable[..., Any], *, title: str,
         if on_progress is not None:
             on_progress(frac, total, message)
 
+    worker.returned.connect(_returned)
     worker.yielded.connect(_yielded)
     worker.aborted.connect(token.cancel)
     if on_result is not None:
@@ -471,7 +477,6 @@ class LayerPicker:
         self.widget = cls(**opts)
         if multiple:
             self.widget.native.setMaximumHeight(110)
-        self.widget.value = self.widget.value  # select something sensible
 
     def _choices(self, *_: Any) -> list:
         return [(layer.name, layer) for layer in self.viewer.layers
@@ -628,7 +633,6 @@ def fill_table(table: QTableWidget, rows: Sequence[Mapping[str, Any]],
 def make_table(min_height: int = 120) -> QTableWidget:
     t = QTableWidget()
     t.setMinimumHeight(min_height)
-    t.setAlternatingRowColors(True)
     t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
     t.verticalHeader().setVisible(False)
     return t

@@ -39,13 +39,13 @@ LayerDataTuple = tuple  # (data, kwargs, layer_type)
 
 
 # --------------------------------------------------------------------------- display
-def display_settings(data: np.ndarray, *, rgb: bool = False,
-                     target_background: float = 0.2) -> dict[str, Any]:
+def display_settings(data: np.ndarray, *, rgb: bool = False, target_background: float = 0.2,
+                     white_percentile: float = 99.95) -> dict[str, Any]:
     """Contrast limits and gamma that show linear astro data like an auto-stretch.
 
     Black point at the auto-STF shadows clip (median - 2.8 sigma, see
-    :func:`napari_astro.core.stretch.stf_parameters`), white point at the 99.95th
-    percentile (stars may saturate on screen, never the nebula), and a gamma that
+    :func:`napari_astro.core.stretch.stf_parameters`), white point at the
+    ``white_percentile`` (stars may saturate on screen, never the nebula), and a gamma that
     lifts the sky median to about ``target_background`` -- the closest napari's
     contrast-limits + gamma pipeline gets to PixInsight's STF. Display only: the layer
     data are not changed.
@@ -58,6 +58,8 @@ def display_settings(data: np.ndarray, *, rgb: bool = False,
         Whether the last axis is colour (the luminance is measured).
     target_background : float, default 0.2
         Displayed brightness of the sky median, in [0, 1].
+    white_percentile : float, default 99.95
+        Percentile of the (luminance) values shown as white.
 
     Returns
     -------
@@ -76,7 +78,7 @@ def display_settings(data: np.ndarray, *, rgb: bool = False,
     if lum.size == 0:
         return {"contrast_limits": (0.0, 1.0), "gamma": 1.0}
     lo, _, _ = stf_parameters(lum2d)
-    hi = float(np.percentile(lum, 99.95))
+    hi = float(np.percentile(lum, white_percentile))
     lo_rob = float(np.percentile(lum, 0.1))
     lo = max(float(lo), lo_rob)
     if not hi > lo:
