@@ -222,6 +222,18 @@ class Bench:
 
     def save(self) -> Path:
         RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        for r in self.runs:  # say why a run failed, once per tool and stage
+            st = r["extra"].get("status")
+            if r["returncode"] != 0 and st != "not built":
+                msg = r["extra"].get("error") or f"exit status {r['returncode']}"
+                msg = " / ".join(msg) if isinstance(msg, list) else str(msg)
+                note = f"{r['tool']} {r['stage']} failed: {msg}"
+                if note not in self.notes:
+                    self.notes.append(note)
+            elif st == "not built":
+                note = f"ours {r['stage']}: `napari-astro` says not built yet; Siril's figures alone"
+                if note not in self.notes:
+                    self.notes.append(note)
         self.info["loadavg_end"] = os.getloadavg()
         doc = {"name": self.name, "title": self.title, "session": str(self.session),
                "machine": self.info, "stages": self.stages, "summary": self.summary(),

@@ -36,8 +36,9 @@ def _verdict(q: dict) -> str:
         return "-"
     ok_t = t <= common.GOAL_TIME_RATIO
     ok_m = m is None or m <= common.GOAL_MEM_RATIO
-    return "yes" if ok_t and ok_m else ("time no" if not ok_t else "") + \
-        (" memory no" if not ok_m else "")
+    if ok_t and ok_m:
+        return "yes"
+    return "no (" + ", ".join(w for w, ok in (("time", ok_t), ("memory", ok_m)) if not ok) + ")"
 
 
 def stage_table(docs: list[dict]) -> str:
@@ -148,14 +149,14 @@ def build(results_dir: Path) -> str:
         out.append("")
         out.append("Commands as run:")
         out.append("")
-        cmds = {}
+        seen = set()
+        out.append("```")
         for d in ds:
             for k, v in d.get("commands", {}).items():
-                cmds.setdefault(k, v)
-        out.append("```")
-        for k, v in cmds.items():
-            for c in v:
-                out.append(f"[{k}] {c}")
+                for c in v:
+                    if c not in seen:  # a summed stage repeats its parts' commands
+                        seen.add(c)
+                        out.append(f"[{k}] {c}")
         out.append("```")
         out.append("")
     have = {"bias": 1, "darks": 1, "flats": 1, "lights": 1}

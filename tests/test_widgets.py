@@ -457,3 +457,26 @@ def test_stack_widget_cancel(make_napari_viewer, qtbot, night, tmp_path):
         assert isinstance(widget.last_error, Cancelled)
         assert "stack" not in viewer.layers
         assert not (tmp_path / "stack.fits").exists()
+
+
+def test_docked_plugin_widget_runs_through_the_viewer_proxy(make_napari_viewer, qtbot):
+    """Docked from the Plugins menu the widget gets napari's public-only viewer proxy:
+    reading layers, running and adding results must work through it."""
+    from napari.layers import Layer
+
+    from napari_astro.widgets._layers import images_to_stack_layer_data
+
+    rng = np.random.default_rng(11)
+    base = rng.random((40, 50), dtype=np.float32) * 0.5
+    frames = [AstroImage(base + rng.normal(0, 0.01, base.shape).astype(np.float32))
+              for _ in range(5)]
+    viewer = make_napari_viewer()
+    layer = viewer.add_layer(Layer.create(*images_to_stack_layer_data(frames, "registered")))
+    _, widget = viewer.window.add_plugin_dock_widget("napari-astro", "Integration")
+    assert widget.viewer is not viewer  # a proxy
+    widget.layers_picker.widget.value = [widget.layers_picker.widget.choices[0]]
+    _run(qtbot, widget)
+    out = np.asarray(viewer.layers["integration"].data)
+    assert out.shape == base.shape
+    assert np.abs(out - base).std() < 0.01 / np.sqrt(5) * 1.3
+    assert layer in viewer.layers

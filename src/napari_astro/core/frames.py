@@ -61,6 +61,22 @@ for _t, _names in {
     for _n in _names:
         _IMAGETYP[_n] = _t
 
+# IMAGETYP of processed products (a stacked master light, a simulator's truth): they
+# are not raw frames, so scanning a folder that holds one skips it with a log line
+# instead of stacking a stack into itself.
+PRODUCT_TYPES = ("masterlight", "stackedlight", "stack", "truth")
+
+
+def product_type(header: fits.Header | None) -> str | None:
+    """The IMAGETYP of a processed product (see :data:`PRODUCT_TYPES`), else None."""
+    if header is None:
+        return None
+    v = header.get("IMAGETYP")
+    if isinstance(v, str) and _norm(v) in PRODUCT_TYPES:
+        return v.strip()
+    return None
+
+
 # Folder names (normalised by _norm), singular and plural.
 _FOLDERS: dict[str, FrameType] = {}
 for _t, _names in {
@@ -207,11 +223,17 @@ class FrameInfo:
 
 
 def frame_info(path: "str | os.PathLike[str]", *,
-               default_type: FrameType | None = None) -> FrameInfo:
-    """Classify one file from its header (no pixels read); see :func:`scan_frames`."""
+               default_type: FrameType | None = None,
+               allow_products: bool = False) -> FrameInfo | None:
+    """Classify one file from its header (no pixels read); see :func:`scan_frames`.
+
+    With ``allow_products``, a processed product (:func:`product_type`) gives None.
+    """
     p = Path(path)
     info = read_info(p)
     h = info.header
+    if allow_products and product_type(h) is not None:
+        return None
     return FrameInfo(
         path=p,
         type=frame_type_from(h, p, default=default_type),
@@ -311,7 +333,12 @@ def scan_frames(inputs: "Sequence[str | os.PathLike[str]] | str | os.PathLike[st
     frames = []
     for path in expand_inputs(inputs, skip_bad=skip_bad, log=log):
         try:
-            frames.append(frame_info(path, default_type=default_type))
+            info = frame_info(path, default_type=default_type, allow_products=True)
+            if info is None:
+                if log is not None:
+                    log(f"ignored {path}: a processed product (IMAGETYP), not a raw frame")
+                continue
+            frames.append(info)
         except BadInputError as exc:
             if not skip_bad:
                 raise

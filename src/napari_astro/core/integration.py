@@ -542,6 +542,8 @@ def _rej_winsorized(v, lo, hi, klow, khigh, iters, p1, p2, shift):
         # (clipping symmetric about the median keeps it), so only sigma moves; the
         # values are sorted, so the clipped ones sit at the ends and the sums of
         # the rest come from the prefix sums: O(clipped) per iteration, not O(n).
+        inv_m = 1.0 / m
+        k2 = 1.134 * 1.134 / (m - 1)
         for _k in range(100):
             s0 = sd
             c0 = med - 1.5 * s0
@@ -556,8 +558,8 @@ def _rej_winsorized(v, lo, hi, klow, khigh, iters, p1, p2, shift):
             d1 = c1 - shift
             s = (a - lo) * d0 + (p1[b] - p1[a]) + (hi - b) * d1
             ss = (a - lo) * d0 * d0 + (p2[b] - p2[a]) + (hi - b) * d1 * d1
-            var = (ss - s * s / m) / (m - 1)
-            sd = 1.134 * math.sqrt(var) if var > 0.0 else 0.0
+            var = (ss - s * s * inv_m) * k2
+            sd = math.sqrt(var) if var > 0.0 else 0.0
             if abs(sd - s0) <= 5e-4 * s0:
                 break
         if not sd > 0.0:

@@ -1162,6 +1162,7 @@ def _write_truth(out: Path, model: NightModel, files, light_info, cr_info) -> Ni
     h = fits.Header()
     h["BUNIT"] = ("ADU/65535", "calibrated: (L-D)/(F/mean per CFA colour)")
     h["COLORSP"] = ("RGB" if sky.ndim == 3 else "MONO", "channel order")
+    h["IMAGETYP"] = ("Truth", "noiseless simulated sky, not a frame to stack")
     fits.PrimaryHDU(data=sky, header=h).writeto(tdir / "sky.fits", overwrite=True)
     table = model.star_table()
     _write_stars(tdir / "stars_all.csv", table, np.ones(len(table["x"]), bool))

@@ -39,6 +39,7 @@ __all__ = ["RegistrationResult", "register_frames", "measure_frame", "cli_regist
            "TRANSFORMS_FILE"]
 
 TRANSFORMS_FILE = "transforms.json"
+_CACHE_BYTES = 2 * 1024 ** 3  # frames kept in memory between the two passes
 
 
 # --------------------------------------------------------------------------- measuring
@@ -274,9 +275,16 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     quals: list[FrameQuality] = []
     shapes: list[tuple[int, int]] = []
     needs_debayer = False
+    # frames read from disk stay in memory for pass 2 within this budget (re-reading
+    # a 36 MB colour FITS costs ~0.1 s a frame)
+    cache: dict[int, AstroImage] = {}
+    cached_bytes = 0
     for i, it in enumerate(items):
         report(progress, i, total, f"measuring {names[i][0]}", cancel)
         img = _load(it)
+        if not isinstance(it, AstroImage) and cached_bytes + img.data.nbytes <= _CACHE_BYTES:
+            cache[i] = img
+            cached_bytes += img.data.nbytes
         needs_debayer |= img.is_cfa
         s, q = measure_frame(img, sigma=params.detection_sigma, max_stars=params.max_stars)
         stars.append(s)
@@ -356,8 +364,9 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     for i, it in enumerate(items):
         report(progress, n + 0.2 * n + i * 0.8, total, f"resampling {names[i][0]}", cancel)
         if reasons[i] is not None or transforms[i] is None:
+            cache.pop(i, None)
             continue
-        img = _load(it)
+        img = cache.pop(i, None) or _load(it)
         if img.is_cfa:
             img = _debayer(img)
         hist = {"reference": ref_name, "n_matches": matches[i][0],

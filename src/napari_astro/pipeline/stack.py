@@ -106,9 +106,10 @@ def plan_stack(inputs: Sequence[os.PathLike | str], *, stack: StackParams = Stac
     skipped: list = []
 
     def _log_skip(line: str) -> None:
+        for prefix in ("skipped ", "ignored "):
+            if line.startswith(prefix):
+                line = line[len(prefix):]
         skipped.append(tuple(line.split(": ", 1)) if ": " in line else (line, "skipped"))
-        if log:
-            log(f"skipped {line}")
 
     frames = scan_frames(inputs, skip_bad=stack.skip_bad, log=_log_skip)
     lights = [f for f in frames if f.type == FrameType.LIGHT]
@@ -300,7 +301,16 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         # ---- measure, reject, register (resumes per frame)
         t0 = time.perf_counter()
         rdir = work / f"registered_{tag}"
-        reg = register_frames(names, rdir, register, overwrite=True, resume=True,
+        reg_params = register
+        if register.reference:
+            # The user names a raw light; registration sees its calibrated version.
+            want = os.path.realpath(register.reference)
+            for it, p in zip(items, names):
+                if os.path.realpath(it.light.path) == want:
+                    reg_params = dataclasses.replace(register, reference=str(p))
+        import inspect
+        extra = {"resume": True} if "resume" in inspect.signature(register_frames).parameters else {}
+        reg = register_frames(names, rdir, reg_params, overwrite=True, **extra,
                               progress=stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"),
                               cancel=cancel)
         for row in reg.rows:
@@ -334,6 +344,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         img.add_history(StackParams.STEP_ID, {**stack.to_dict(), "filter": filt,
                                               "frames": len(accepted), "lights": len(lights)})
         img.header["NCOMBINE"] = (len(accepted), "frames integrated")
+        img.header["IMAGETYP"] = ("Master Light", "stacked by napari-astro")
         write_image(img, outputs[filt], overwrite=True)
         logger(f"[{tag}] wrote {outputs[filt]} ({len(accepted)}/{len(lights)} frames)")
         if rejection_maps_dir is not None:

@@ -423,6 +423,15 @@ def import_object(spec: "str | Callable[..., Any]") -> Callable[..., Any]:
     return obj
 
 
+def _is_layer(layer: Any, layer_type: str) -> bool:
+    """``isinstance`` by napari layer type name (works through napari's plugin proxies,
+    which forbid private attributes such as ``_type_string``)."""
+    import napari.layers
+
+    cls = getattr(napari.layers, layer_type.capitalize(), None)
+    return cls is not None and isinstance(layer, cls)
+
+
 def add_layers(viewer: Any, layer_data: Sequence[tuple], *, replace: bool = True) -> list:
     """Add ``LayerDataTuple`` s to the viewer; a layer of the same name is updated.
 
@@ -436,7 +445,7 @@ def add_layers(viewer: Any, layer_data: Sequence[tuple], *, replace: bool = True
         old = None
         if replace and name is not None and name in viewer.layers:
             old = viewer.layers[name]
-        if (old is not None and old._type_string == layer_type and layer_type == "image"
+        if (old is not None and layer_type == "image" and _is_layer(old, "image")
                 and getattr(old, "rgb", False) == kwargs.get("rgb", False)
                 and old.data.ndim == getattr(data, "ndim", -1)):
             old.data = data
@@ -480,7 +489,7 @@ class LayerPicker:
 
     def _choices(self, *_: Any) -> list:
         return [(layer.name, layer) for layer in self.viewer.layers
-                if layer._type_string == self.layer_type]
+                if _is_layer(layer, self.layer_type)]
 
     def reset_choices(self, *_: Any) -> None:
         self.widget.reset_choices()
@@ -778,7 +787,10 @@ class StepWidget(QWidget):
     def reset_choices(self, *_: Any) -> None:
         """Refresh layer pickers (napari calls this when layers change)."""
         for picker in self._pickers:
-            picker.reset_choices()
+            try:
+                picker.reset_choices()
+            except RuntimeError:  # the Qt widget was deleted (dock closed)
+                pass
 
     def _build_run_row(self) -> None:
         row = QHBoxLayout()
