@@ -413,13 +413,16 @@ def test_stack_widget(make_napari_viewer, qtbot, night, tmp_path):
     if widget.last_error is not None:
         raise widget.last_error
     assert widget.plan_table.rowCount() == 4
+    # The truth is in light 0's grid: make it the reference.
+    widget.forms["register"]["reference"].value = str(night.lights[0])
     widget.run()
     _wait_or_skip_unbuilt(qtbot, widget)
     out = viewer.layers["stack"]
     assert out.rgb and out.data.shape == (200, 300, 3)
     stacked = np.moveaxis(np.asarray(out.data), -1, 0)
     for c in range(3):
-        assert _corr(stacked[c][10:-10, 10:-10], night.sky[c][10:-10, 10:-10]) > 0.97
+        print("stack corr", c, _corr(_blocks(stacked[c]), _blocks(night.sky[c])))
+        assert _corr(_blocks(stacked[c]), _blocks(night.sky[c])) > 0.98
     assert (tmp_path / "stack.fits").is_file()
     assert widget.quality_table.rowCount() == 4
     assert "rejection high" in viewer.layers and "rejection low" in viewer.layers
@@ -444,9 +447,10 @@ def test_stack_widget_cancel(make_napari_viewer, qtbot, night, tmp_path):
     widget.run()
     qtbot.waitUntil(lambda: widget.progress_bar.value() > 0 or not widget.running,
                     timeout=WAIT_MS)
+    t0 = time.monotonic()
     widget.cancel()
-    _wait_cancel = qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
-    del _wait_cancel
+    qtbot.waitUntil(lambda: not widget.running, timeout=WAIT_MS)
+    print("stack cancel took", time.monotonic() - t0, widget.last_error)
     if isinstance(widget.last_error, NotImplementedError):
         pytest.skip("pipeline.stack.run_stack is not built yet")
     from napari_astro.core.progress import Cancelled

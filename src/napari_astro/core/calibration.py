@@ -358,7 +358,7 @@ def check_flat(data: np.ndarray, path, *, offset: np.ndarray | float | None = No
     ``offset``, the master bias or flat-dark), or saturated (more than 1 % of its
     pixels, or its median, at full scale).
     """
-    sub = _subsample(np.asarray(data), 400_000)
+    sub = _subsample(np.asarray(data), 100_000)
     if not np.isfinite(sub).all():
         raise BadInputError(path, "flat holds NaN or infinite values")
     if float(np.max(sub)) <= 0.0:
