@@ -346,6 +346,13 @@ def test_lights_only_session_hot_pixels_voted(night, tmp_path):
     cal = out.data - out.header["PEDESTAL"]
     fixed = cal[hp[strong, 0], hp[strong, 1]] - (local[strong])
     assert np.abs(fixed).max() < 0.01
+    # the CLI saves the voted map
+    rc = cli_main(["calibrate", str(night.root / "lights"), "-o", str(tmp_path / "lo"),
+                   "--no-debayer", "--save-bad-pixel-map", str(tmp_path / "voted.fits")])
+    assert rc == 0
+    voted = BadPixelMap.load(tmp_path / "voted.fits", shape=(H, W))
+    assert voted.mask()[hp[strong, 0], hp[strong, 1]].all()
+    assert len(voted) < 5 * len(hp)
 
 
 def test_calibrate_lights_writes_debayered_outputs(night, masters, tmp_path):

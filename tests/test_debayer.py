@@ -101,6 +101,16 @@ def test_superpixel_is_exact_and_halves_size():
     np.testing.assert_allclose(out[1], 0.5 * (cfa[0::2, 0::2] + cfa[1::2, 1::2]))
 
 
+def test_vng_alias_and_pipeline_superpixel(tmp_path):
+    cfa = mosaic(_scene(), "GRBG")
+    img = AstroImage(cfa, bayer="GRBG", mask=np.ones(cfa.shape, bool))
+    vng = debayer(img, method="vng")
+    np.testing.assert_array_equal(vng.data, debayer(img, method="rcd").data)
+    assert "vng runs rcd" in vng.history[-1]
+    sp = debayer(img, method="superpixel")
+    assert sp.data.shape == (3, H // 2, W // 2) and sp.mask.shape == (H // 2, W // 2)
+
+
 def test_cfa_luminance_weights_and_equalize():
     rgb = np.stack([np.full((40, 50), v, np.float32) for v in (0.4, 0.2, 0.1)])
     for p in BAYER_PATTERNS:

@@ -60,8 +60,16 @@ def test_reader_extensions_match_core_io():
     from napari_astro import _reader
     from napari_astro.core.io import FITS_EXTENSIONS, RAW_EXTENSIONS, XISF_EXTENSIONS
 
+    import fnmatch
+
+    import npe2
+
+    mf = npe2.PluginManifest.from_file(Path(__file__).resolve().parents[1] / "napari.yaml")
+    patterns = [p for r in mf.contributions.readers for p in r.filename_patterns]
     for ext in FITS_EXTENSIONS + XISF_EXTENSIONS + RAW_EXTENSIONS:
         assert ext in _reader._EXTENSIONS, ext
+        # napari offers our reader for every file type core.io reads.
+        assert any(fnmatch.fnmatch("night" + ext, p) for p in patterns), ext
 
 
 def test_reader_names_a_bad_file(tmp_path):

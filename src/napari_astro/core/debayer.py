@@ -201,6 +201,12 @@ def _sq(v):
     return v * v
 
 
+@njit(cache=True, inline="always")
+def _rb0(cf, y):
+    """Parity (0/1) of the first red-or-blue column of row ``y``."""
+    return 0 if cf[y & 1, 0] != 1 else 1
+
+
 @njit(cache=True, parallel=True)
 def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
     """RCD v2.3 on the interior; ``rgb`` holds the CFA samples (and a bilinear border).
@@ -228,17 +234,14 @@ def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
             vh[y, x] = v / (v + hh)
     # Step 2: low-pass filter at red and blue sites.
     for y in prange(2, h - 2):
-        for x in range(2, w - 2):
-            if cf[y & 1, x & 1] != 1:
-                lpf[y, x] = (cfa[y, x]
-                             + 0.5 * (cfa[y - 1, x] + cfa[y + 1, x] + cfa[y, x - 1] + cfa[y, x + 1])
-                             + 0.25 * (cfa[y - 1, x - 1] + cfa[y - 1, x + 1]
-                                       + cfa[y + 1, x - 1] + cfa[y + 1, x + 1]))
+        for x in range(2 + _rb0(cf, y), w - 2, 2):
+            lpf[y, x] = (cfa[y, x]
+                         + 0.5 * (cfa[y - 1, x] + cfa[y + 1, x] + cfa[y, x - 1] + cfa[y, x + 1])
+                         + 0.25 * (cfa[y - 1, x - 1] + cfa[y - 1, x + 1]
+                                   + cfa[y + 1, x - 1] + cfa[y + 1, x + 1]))
     # Step 3: green at red and blue sites.
     for y in prange(5, h - 5):
-        for x in range(5, w - 5):
-            if cf[y & 1, x & 1] == 1:
-                continue
+        for x in range(5 + 1 - _rb0(cf, y), w - 5, 2):
             c = cfa[y, x]
             n_grad = eps + abs(cfa[y - 1, x] - cfa[y + 1, x]) + abs(c - cfa[y - 2, x]) \
                 + abs(cfa[y - 1, x] - cfa[y - 3, x]) + abs(cfa[y - 2, x] - cfa[y - 4, x])
@@ -261,9 +264,7 @@ def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
             rgb[1, y, x] = disc * (h_est - v_est) + v_est
     # Step 4.1: squared diagonal (P: NW-SE, Q: NE-SW) high-pass at red/blue sites.
     for y in prange(3, h - 3):
-        for x in range(3, w - 3):
-            if cf[y & 1, x & 1] == 1:
-                continue
+        for x in range(3 + 1 - _rb0(cf, y), w - 3, 2):
             c0 = 6.0 * cfa[y, x]
             buf_a[y, x] = _sq((cfa[y - 3, x - 3] - cfa[y - 1, x - 1] - cfa[y + 1, x + 1]
                                + cfa[y + 3, x + 3])
@@ -273,21 +274,16 @@ def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
                               - 3.0 * (cfa[y - 2, x + 2] + cfa[y + 2, x - 2]) + c0)
     # Step 4.2: P/Q discrimination (stored in lpf, no longer needed).
     for y in prange(4, h - 4):
-        for x in range(4, w - 4):
-            if cf[y & 1, x & 1] == 1:
-                lpf[y, x] = 0.0
-                continue
+        for x in range(4 + _rb0(cf, y), w - 4, 2):
             p = max(epssq, buf_a[y - 1, x - 1] + buf_a[y, x] + buf_a[y + 1, x + 1])
             q = max(epssq, buf_b[y - 1, x + 1] + buf_b[y, x] + buf_b[y + 1, x - 1])
             lpf[y, x] = p / (p + q)
     pq = lpf
     # Step 4.3: red at blue sites and blue at red sites.
     for y in prange(6, h - 6):
-        for x in range(6, w - 6):
-            own = cf[y & 1, x & 1]
-            if own == 1:
-                continue
-            c = 2 - own
+        own = cf[y & 1, _rb0(cf, y)]
+        c = 2 - own
+        for x in range(6 + _rb0(cf, y), w - 6, 2):
             central = pq[y, x]
             neigh = 0.25 * (pq[y - 1, x - 1] + pq[y - 1, x + 1] + pq[y + 1, x - 1] + pq[y + 1, x + 1])
             disc = neigh if abs(0.5 - central) < abs(0.5 - neigh) else central
@@ -309,9 +305,7 @@ def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
             rgb[c, y, x] = g0 + disc * (q_est - p_est) + p_est
     # Step 4.4: red and blue at green sites.
     for y in prange(6, h - 6):
-        for x in range(6, w - 6):
-            if cf[y & 1, x & 1] != 1:
-                continue
+        for x in range(6 + 1 - _rb0(cf, y), w - 6, 2):
             central = vh[y, x]
             neigh = 0.25 * (vh[y - 1, x - 1] + vh[y - 1, x + 1] + vh[y + 1, x - 1] + vh[y + 1, x + 1])
             disc = neigh if abs(0.5 - central) < abs(0.5 - neigh) else central

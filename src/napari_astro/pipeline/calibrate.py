@@ -758,6 +758,7 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                      plan: Sequence[PlanItem] | None = None,
                      bad_pixels: BadPixelMap | None = None, overwrite: bool = False,
                      keep_images: bool | None = None,
+                     save_bad_pixels: "str | os.PathLike[str] | None" = None,
                      progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
                      log: Optional[Log] = None) -> list:
     """Calibrate (and cosmetic-correct, debayer) every light.
@@ -779,6 +780,9 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
         (:class:`core.calibration.BadPixelAccumulator`), which costs one more read.
     keep_images : bool, optional
         Return the images (default: when ``out_dir`` is None).
+    save_bad_pixels : path-like, optional
+        Write the bad-pixel map applied to the first light (the dark's, or the one
+        voted by the lights, plus ``bad_pixels``) as FITS or CSV (by extension).
     progress, cancel, log : optional
 
     Returns
@@ -855,6 +859,12 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                     ctx.pedestal = _session_pedestal(img, item, masters, params, bpm)
                     log(f"pedestal {ctx.pedestal:.6f} ({ctx.pedestal * 65535:.1f} ADU) for "
                         "the session")
+                if i == 0 and save_bad_pixels is not None:
+                    used = bpm if bpm is not None else BadPixelMap.empty(img.data.shape)
+                    pending_writes.append(writer.submit(_save_bpm, used, Path(save_bad_pixels),
+                                                        overwrite, written))
+                    log(f"bad-pixel map ({used.n_hot} hot, {used.n_cold} cold) -> "
+                        f"{save_bad_pixels}")
                 out = calibrate_light(img, item, masters, params, pedestal=ctx.pedestal,
                                       bad_pixels=bpm if bpm is not None else BadPixelMap.empty(
                                           img.data.shape))
@@ -885,6 +895,14 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
 def _write(img: AstroImage, path: Path, overwrite: bool, written: list) -> Path:
     existed = path.exists()
     write_image(img, path, overwrite=overwrite)
+    if not existed:
+        written.append(path)
+    return path
+
+
+def _save_bpm(bpm: BadPixelMap, path: Path, overwrite: bool, written: list) -> Path:
+    existed = path.exists()
+    bpm.save(path, overwrite=overwrite)
     if not existed:
         written.append(path)
     return path
@@ -1002,13 +1020,17 @@ def cli_calibrate(args) -> int:
         plan = plan_calibration(lights, masters, cparams)
         write_masters = len(masters) > 0
     _check_outputs(args, out_dir, masters if write_masters else None)
+    save_bpm = getattr(args, "save_bad_pixel_map", None)
+    if save_bpm and Path(save_bpm).exists() and not args.overwrite:
+        raise BadInputError(save_bpm, "output exists (use --overwrite to replace it)")
     written_masters: list[Path] = []
     bar = _tqdm_progress("calibrate")
     try:
         if write_masters:
             written_masters = masters.write(out_dir / "masters", overwrite=args.overwrite)
         calibrate_lights(lights, masters, cparams, out_dir, plan=plan, bad_pixels=bad_pixels,
-                         overwrite=args.overwrite, progress=bar, log=log)
+                         overwrite=args.overwrite, progress=bar, log=log,
+                         save_bad_pixels=save_bpm)
     except BaseException:
         for p in written_masters:
             try:
@@ -1019,15 +1041,6 @@ def cli_calibrate(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    save_bpm = getattr(args, "save_bad_pixel_map", None)
-    if save_bpm:
-        maps = [masters.bad_pixels(it.dark, it.pattern, cparams.hot_sigma, cparams.cold_sigma)
-                for it in plan if it.dark is not None]
-        bpm = maps[0] if maps else find_bad_pixels(read_image(lights[0].path),
-                                                   hot_sigma=cparams.hot_sigma,
-                                                   cold_sigma=cparams.cold_sigma)
-        bpm.save(save_bpm, overwrite=args.overwrite)
-        log(f"bad-pixel map ({bpm.n_hot} hot, {bpm.n_cold} cold) written to {save_bpm}")
     log(f"done in {time.perf_counter() - t0:.2f} s")
     (out_dir / "calibration.log").write_text("\n".join(
         [format_history(CalibrateParams.STEP_ID, cparams.to_dict())] + logfile)

@@ -204,6 +204,7 @@ def _best_reference(quals: list[FrameQuality], ok: list[bool]) -> int:
 # --------------------------------------------------------------------------- main entry
 def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[str] | None" = None,
                     params: RegisterParams = RegisterParams(), *, overwrite: bool = False,
+                    resume: bool = False,
                     progress: Optional[Progress] = None,
                     cancel: Optional[CancelToken] = None) -> RegistrationResult:
     """Align frames onto a reference and report their quality.
@@ -223,6 +224,12 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         median).
     overwrite : bool, default False
         Replace existing outputs.
+    resume : bool, default False
+        Continue an interrupted run in ``out_dir``: frames measured before are not
+        measured again (their stars and quality are kept in ``out_dir/.measure``)
+        and registered outputs that exist (written atomically, so complete) are
+        kept. Transforms are recomputed from the same stars, so the result is the
+        one an uninterrupted run gives.
     progress, cancel
         See :mod:`napari_astro.core.progress`.
 
@@ -251,7 +258,7 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         planned = [out_path / f"r_{_stem(n)}.fits" for n, _ in names]
         if len(set(planned)) != len(planned):
             raise BadInputError(out_path, "two input frames have the same file name")
-        if not overwrite:
+        if not overwrite and not resume:
             for p in planned + [out_path / TRANSFORMS_FILE]:
                 if p.exists():
                     raise BadInputError(p, "output exists (use --overwrite to replace it)")
@@ -279,8 +286,19 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     # a 36 MB colour FITS costs ~0.1 s a frame)
     cache: dict[int, AstroImage] = {}
     cached_bytes = 0
+    mdir = out_path / ".measure" if (resume and out_path is not None) else None
     for i, it in enumerate(items):
         report(progress, i, total, f"measuring {names[i][0]}", cancel)
+        if mdir is not None:
+            mfile = mdir / f"{_stem(names[i][0])}.json"
+            if mfile.exists():
+                saved = json.loads(mfile.read_text())
+                stars.append(Stars.from_dict(saved["stars"]))
+                quals.append(FrameQuality(**{k: (float("nan") if v is None and k != "fwhm_arcsec"
+                                                 else v) for k, v in saved["quality"].items()}))
+                shapes.append(tuple(saved["shape"]))
+                needs_debayer |= bool(saved["cfa"])
+                continue
         img = _load(it)
         if not isinstance(it, AstroImage) and cached_bytes + img.data.nbytes <= _CACHE_BYTES:
             cache[i] = img
@@ -290,6 +308,12 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         stars.append(s)
         quals.append(q)
         shapes.append(img.shape2d)
+        if mdir is not None:
+            from ..core.io._atomic import atomic_output
+            mdir.mkdir(parents=True, exist_ok=True)
+            with atomic_output(mdir / f"{_stem(names[i][0])}.json", overwrite=True) as tmp:
+                tmp.write_text(json.dumps({"stars": s.to_dict(), "quality": q.to_dict(),
+                                           "shape": list(img.shape2d), "cfa": img.is_cfa}))
         del img
     if needs_debayer:
         try:
@@ -366,6 +390,11 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         if reasons[i] is not None or transforms[i] is None:
             cache.pop(i, None)
             continue
+        target = out_path / f"r_{_stem(names[i][0])}.fits" if out_path is not None else None
+        if resume and target is not None and target.exists():
+            cache.pop(i, None)
+            outputs[i] = target
+            continue
         img = cache.pop(i, None) or _load(it)
         if img.is_cfa:
             img = _debayer(img)
@@ -383,8 +412,7 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         del img
         if out_path is not None:
             from ..core.io import write_image
-            outputs[i] = write_image(reg, out_path / f"r_{_stem(names[i][0])}.fits",
-                                     overwrite=overwrite)
+            outputs[i] = write_image(reg, target, overwrite=overwrite or resume)
         else:
             images[i] = reg
     t_resample = time.perf_counter()
@@ -415,7 +443,7 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
                                 params=params, images=images, outputs=outputs)
     if out_path is not None:
         from ..core.io._atomic import atomic_output
-        with atomic_output(out_path / TRANSFORMS_FILE, overwrite=overwrite) as tmp:
+        with atomic_output(out_path / TRANSFORMS_FILE, overwrite=overwrite or resume) as tmp:
             tmp.write_text(json.dumps(result.to_json(), indent=1))
         result.transforms_path = out_path / TRANSFORMS_FILE
     t_end = time.perf_counter()

@@ -308,9 +308,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
             for it, p in zip(items, names):
                 if os.path.realpath(it.light.path) == want:
                     reg_params = dataclasses.replace(register, reference=str(p))
-        import inspect
-        extra = {"resume": True} if "resume" in inspect.signature(register_frames).parameters else {}
-        reg = register_frames(names, rdir, reg_params, overwrite=True, **extra,
+        reg = register_frames(names, rdir, reg_params, overwrite=True, resume=True,
                               progress=stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"),
                               cancel=cancel)
         for row in reg.rows:

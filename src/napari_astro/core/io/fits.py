@@ -298,12 +298,21 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
         raise BadInputError(p, f"unreadable or truncated FITS ({_short(exc)})") from None
 
     data = data.reshape(shape)
+    mask = None
+    if is_float and str(header.get("FOOTPRNT", "")).upper() == "NAN":
+        # Our registered frames: NaN marks pixels outside the footprint (the
+        # integration reads them by tile and skips NaN). In memory: mask + zeros.
+        finite = np.isfinite(data)
+        if not finite.all():
+            mask = finite.all(axis=0) if data.ndim == 3 else finite
+            data = np.where(finite, data, np.float32(0))
     # Integers are always finite; only float files can carry NaN/inf.
     if check_finite and is_float and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
         raise BadInputError(p, f"{n} pixels are NaN or infinite")
     bayer = cfa_pattern_from_header(header, data.shape[-2]) if data.ndim == 2 else None
-    return AstroImage(data=data, header=header, history=history, bayer=bayer, path=str(p))
+    return AstroImage(data=data, header=header, history=history, bayer=bayer, path=str(p),
+                      mask=mask)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -443,6 +452,14 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         data = image.data
         if dtype == "float16":
             data = data.astype(np.float16).astype(np.float32)
+        if image.mask is not None and not image.mask.all():
+            # Pixels outside the footprint are stored as NaN (FITS has no mask in the
+            # primary HDU); read_fits turns them back into ``mask``.
+            data = np.array(data, dtype=np.float32, copy=True)
+            data[..., ~image.mask] = np.nan
+            header["FOOTPRNT"] = ("NAN", "pixels outside the footprint are NaN")
+        else:
+            header.remove("FOOTPRNT", ignore_missing=True)
         hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=header)
     if p.name.lower().endswith(".fz"):
         # Tile-compressed: GZIP_2 without quantisation is lossless for float data.
