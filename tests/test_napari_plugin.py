@@ -6,7 +6,6 @@ Run under a display: ``xvfb-run -a python -m pytest tests/test_napari_plugin.py`
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np

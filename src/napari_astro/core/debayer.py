@@ -207,7 +207,7 @@ def _rb0(cf, y):
     return 0 if cf[y & 1, 0] != 1 else 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, fastmath=True)
 def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
     """RCD v2.3 on the interior; ``rgb`` holds the CFA samples (and a bilinear border).
 

@@ -1095,7 +1095,8 @@ def _open_fits(path: Path) -> _Frame | None:
                     raise BadInputError(path, "no image data in any HDU")
                 h = hdu.header
                 offset = int(hdul.fileinfo(k)["datLoc"])
-                history = [str(x) for x in h.get("HISTORY", [])]
+                from .io.fits import decode_history
+                history = decode_history(h)
     except BadInputError:
         raise
     except Exception as exc:
