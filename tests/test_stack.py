@@ -69,6 +69,12 @@ def test_stack_removes_hot_pixels_cosmics_and_trail(stacked):
     img = read_image(out)
     fig = compare_to_truth(img.data, truth.sky, img.mask)
     valid = img.mask if img.mask is not None else np.ones(img.shape2d, bool)
+    # Only where every frame covers the field (at the dithered borders a few frames
+    # are all there is and nothing can be rejected).
+    margin = int(np.ceil(max(np.abs(np.asarray(m)[:2, 2]).max() for m in truth.transforms))) + 4
+    valid = valid.copy()
+    valid[:margin] = valid[-margin:] = False
+    valid[:, :margin] = valid[:, -margin:] = False
     for c, ch in enumerate(fig["channels"]):
         resid = (img.data[c] - ch["offset"]) / ch["scale"] - truth.sky[c]
         bright = truth.sky[c] > np.percentile(truth.sky[c], 99.0)  # star cores: PSF/saturation

@@ -15,8 +15,8 @@ noise (:func:`optimize_dark_scale`, as PixInsight and DeepSkyStacker do).
 Flats of one-shot-colour sensors are normalised per CFA colour (each of R, G1, G2, B
 divided by its own median) so that a tinted flat panel does not tint the image.
 
-The per-pixel arithmetic is one fused numba pass (0.006 s for a 2000x1500 frame on 2
-cores, against 0.045 s for the equivalent numpy expression with its temporaries).
+The per-pixel arithmetic is one fused numba pass (2.0 ms for a 2000x1500 frame on the
+2-core test machine, against 4.8 ms for the numpy expression with its temporaries).
 
 Values are in the reader's [0, 1] units throughout. A ``pedestal`` is added after
 calibration so that faint sky minus noise is not clipped at zero; it is recorded in

@@ -946,10 +946,19 @@ def _tqdm_progress(desc: str):
 
 
 def _masters_params(args) -> MastersParams:
-    return MastersParams.from_dict(rejection=getattr(args, "rejection", None),
-                                   low=getattr(args, "low", None),
-                                   high=getattr(args, "high", None),
-                                   temp_tolerance=getattr(args, "temp_tolerance", None))
+    from ..core.integration import rejection_from_name
+
+    params = MastersParams.from_dict(rejection=getattr(args, "rejection", None),
+                                     low=getattr(args, "low", None),
+                                     high=getattr(args, "high", None),
+                                     temp_tolerance=getattr(args, "temp_tolerance", None))
+    try:
+        rejection_from_name(params.rejection, params.low, params.high)
+    except (KeyError, TypeError, ValueError):
+        raise BadInputError("--rejection", f"unknown rejection {params.rejection!r} (none, "
+                                           "sigma, winsorized, linear-fit, percentile, gesd, "
+                                           "minmax)") from None
+    return params
 
 
 def cli_masters(args) -> int:

@@ -378,13 +378,16 @@ def start_job(fn: Callable[..., Any], *, title: str,
         state["returned"] = True
 
     def _yielded(item: "tuple[float, float, str] | None") -> None:
-        # Heartbeats carry nothing; a report that arrives after the result (Qt does
-        # not order the two signals' deliveries strictly) is stale.
+        # Heartbeats carry nothing; a report handled after the result is stale.
         if item is None or state["returned"]:
             return
         done, total, message = item
         frac = min(max(done / total, 0.0), 1.0) if total else 0.0
-        if pbar is not None:
+        # The widget first: updating napari's progress object below can process
+        # pending events (the result among them) before it returns.
+        if on_progress is not None:
+            on_progress(frac, total, message)
+        if pbar is not None and not state["returned"]:
             try:
                 if pbar.total != _PROGRESS_STEPS:
                     pbar.total = _PROGRESS_STEPS
@@ -396,8 +399,6 @@ def start_job(fn: Callable[..., Any], *, title: str,
                     pbar.set_description(f"{title}: {message}"[:80])
             except Exception:  # noqa: BLE001 - a display glitch must not kill the job
                 pass
-        if on_progress is not None:
-            on_progress(frac, total, message)
 
     worker.returned.connect(_returned)
     worker.yielded.connect(_yielded)
@@ -859,6 +860,8 @@ class StepWidget(QWidget):
             self.set_status("cancelling…")
 
     def _on_progress(self, frac: float, total: float, message: str) -> None:
+        if self.worker is None:  # a late report after the job ended
+            return
         self.progress_bar.setValue(int(round(frac * _PROGRESS_STEPS)))
         if message:
             self.set_status(message)
@@ -866,12 +869,15 @@ class StepWidget(QWidget):
     def _on_result(self, result: Any) -> None:
         self.last_result = result
         self.progress_bar.setValue(_PROGRESS_STEPS)
+        self.set_status("")
         try:
             self.show_result(result)
         except Exception as exc:  # noqa: BLE001 - show it, do not crash napari
             self._on_error(exc)
             return
-        self.set_status(f"done in {time.monotonic() - self._t0:.1f} s")
+        elapsed = f"{time.monotonic() - self._t0:.1f} s"
+        summary = self.status.text()  # show_result may have set a summary
+        self.set_status(f"{summary} ({elapsed})" if summary else f"done in {elapsed}")
 
     def _on_error(self, exc: BaseException) -> None:
         from ..core.errors import BadInputError

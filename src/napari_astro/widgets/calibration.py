@@ -56,7 +56,8 @@ class FrameSources(QWidget):
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setMaximumHeight(130)
+        self.table.setMinimumHeight(110)
+        self.table.setMaximumHeight(170)
         lay.addWidget(self.table)
         row = QHBoxLayout()
         row.addWidget(QLabel("add as"))
@@ -292,8 +293,13 @@ class CalibrationWidget(StepWidget):
         if run.preview is not None:
             layers.append(image_to_layer_data(run.preview, "calibrated preview"))
         add_layers(self.viewer, layers)
+        n_masters = len(iter_masters(run.masters))
+        text = f"{n_masters} masters built"
         if run.written:
-            self.set_status(f"{len(run.written)} calibrated lights written")
+            text += f"; {len(run.written)} calibrated lights written"
+        elif run.preview is not None:
+            text += "; first light calibrated as a preview"
+        self.set_status(text)
 
 
 def _plan(frames: list, master_set: Any, mparams: MastersParams, cparams: CalibrateParams) -> list:

@@ -106,6 +106,7 @@ class IntegrationWidget(StepWidget):
         rows = per_frame_rows(result)
         if rows:
             fill_table(self.table, rows, ordered_columns(rows, hide=("include", "path")))
+        self.set_status(f"{len(rows)} frames integrated")
 
 
 def per_frame_rows(result: Any) -> list[dict]:

@@ -270,3 +270,5 @@ class StackWidget(StepWidget):
                        ordered_columns(rows, hide=("path", "matrix", "transform", "include")))
             self.tabs.setCurrentWidget(self.quality_table)
         self.quality = rows
+        outputs = ", ".join(str(p) for p in (result.outputs or {}).values())
+        self.set_status(f"stacked: {outputs}" if outputs else "stacked")
