@@ -17,7 +17,8 @@ that each stage can be timed on its own (one ``siril-cli`` start per stage, abou
                  ``preprocess flat -bias=bias_stacked`` + ``stack pp_flat rej w 3 3 -norm=mul``
 - ``calibrate``: convert lights + ``preprocess light -dark=dark_stacked
                  -flat=pp_flat_stacked -cfa -equalize_cfa -debayer``
-- ``register``:  ``register pp_light`` (global star alignment, homography by default)
+- ``register``:  ``setref pp_light 1`` + ``register pp_light`` (global star alignment,
+                 homography by default; see stage_lines for why setref)
 - ``integrate``: ``stack r_pp_light rej w 3 3 -norm=addscale -output_norm -out=../result``
 - ``all``:       the four in one script and one ``siril-cli`` start (the whole run).
 
@@ -167,7 +168,11 @@ def stage_lines(stage: str, have: dict[str, int]) -> list[str]:
                 "preprocess light " + " ".join(opts + ["-cfa", "-equalize_cfa", "-debayer"]),
                 "cd .."]
     if stage == "register":
-        return ["cd process", "register pp_light", "cd .."]
+        # Pin the reference to the first light. A fresh sequence has it anyway, but
+        # after one registration Siril 1.0.6 stores its "best" frame as the
+        # sequence's reference, and a second `register` in the same folder then
+        # aligns everything onto that frame instead (another output grid).
+        return ["cd process", "setref pp_light 1", "register pp_light", "cd .."]
     if stage == "integrate":
         return ["cd process",
                 "stack r_pp_light rej w 3 3 -norm=addscale -output_norm -out=../result",

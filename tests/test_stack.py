@@ -225,3 +225,35 @@ def test_real_seestar_ngc7023(shared_data, tmp_path):
     assert len(rows) == 4 and all(r["accepted"] for r in rows)
     img = read_image(tmp_path / "n.fits")
     assert img.is_color and np.isfinite(img.data).all()
+
+
+def test_several_filters_and_rgb(tmp_path):
+    """Mono lights of three filters (with their flats): one stack per filter, and
+    --rgb combines them, aligned, into a colour image."""
+    from astropy.io import fits
+
+    src = tmp_path / "mono"
+    simulate_night(src, NightParams(width=320, height=240, n_lights=4, n_darks=3, n_flats=3,
+                                    n_biases=3, mono=True, seed=5))
+    session = tmp_path / "session"
+    for sub in ("bias", "darks"):
+        shutil.copytree(src / sub, session / sub)
+    for k, filt in enumerate("RGB"):
+        for sub in ("lights", "flats"):
+            (session / sub).mkdir(parents=True, exist_ok=True)
+            for f in sorted((src / sub).glob("*.fits")):
+                with fits.open(f) as hdul:
+                    hdul[0].header["FILTER"] = filt
+                    hdul.writeto(session / sub / f"{filt}_{f.name}")
+    out = tmp_path / "m.fits"
+    assert main(["stack", str(session), "-o", str(out), "--rgb", "R,G,B", "-q"]) == 0
+    for filt in "RGB":
+        img = read_image(tmp_path / f"m_{filt}.fits")
+        assert not img.is_color and img.get("FILTER") == filt
+        assert "flat" in (tmp_path / "m.log").read_text()
+    rgb = read_image(tmp_path / "m_RGB.fits")
+    assert rgb.is_color
+    # the same sky through three filters: channels agree after alignment
+    a, b = rgb.data[0], rgb.data[2]
+    core = (slice(20, -20), slice(20, -20))
+    assert np.corrcoef(a[core].ravel(), b[core].ravel())[0, 1] > 0.99

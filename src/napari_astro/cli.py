@@ -147,8 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", default=None)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--workers", type=int, default=None, help="threads for every stage "
+                   "(default: all cores)")
     p.add_argument("--float16", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the progress bar on stderr")
+    p.add_argument("--rgb", default=None, metavar="R,G,B",
+                   help="combine these three mono filter stacks into OUT_RGB.fits")
     p.add_argument("--clean", action="store_true", help="delete intermediate files at the end")
     p.add_argument("--no-debayer", action="store_true")
     p.add_argument("--bayer", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"])

@@ -352,6 +352,14 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         maps[filt] = (result.low_map, result.high_map)
         timings[f"integrate[{tag}]"] = time.perf_counter() - t0
 
+    if stack.rgb:
+        t0 = time.perf_counter()
+        rgb_path = output.with_name(f"{output.stem}_RGB{output.suffix}")
+        images["RGB"] = combine_rgb(images, stack.rgb, log=logger)
+        write_image(images["RGB"], rgb_path, overwrite=True)
+        outputs["RGB"] = rgb_path
+        logger(f"wrote {rgb_path}")
+        timings["rgb"] = time.perf_counter() - t0
     for k, v in timings.items():
         logger(f"time {k}: {v:.2f} s")
     log_path = output.with_name(output.stem + ".log")
@@ -363,6 +371,41 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
                        log_path=log_path, timings=timings)
 
 
+def combine_rgb(stacks: dict, spec: str, *, log: Optional[Log] = None) -> AstroImage:
+    """Align the mono stacks named in ``spec`` ("R,G,B" filter names) onto the first
+    and combine them into one colour image (channels R, G, B)."""
+    from .register import measure_frame
+    from ..core.registration import apply_transform, find_transform
+
+    names = [n.strip() for n in spec.split(",")]
+    if len(names) != 3:
+        raise BadInputError("--rgb", f"needs three filter names R,G,B, got {spec!r}")
+    missing = [n for n in names if n not in stacks]
+    if missing:
+        raise BadInputError("--rgb", f"no lights with filter {missing[0]!r} "
+                                     f"(filters found: {', '.join(sorted(stacks)) or 'none'})")
+    imgs = [stacks[n] for n in names]
+    if any(im.is_color for im in imgs):
+        raise BadInputError("--rgb", "the filter stacks must be mono")
+    ref_stars, _ = measure_frame(imgs[0])
+    chans = [imgs[0].data]
+    mask = imgs[0].mask.copy() if imgs[0].mask is not None else np.ones(imgs[0].shape2d, bool)
+    for name, im in zip(names[1:], imgs[1:]):
+        stars, _ = measure_frame(im)
+        match = find_transform(stars, ref_stars, model="affine")
+        reg = apply_transform(im, match.transform, shape=imgs[0].shape2d)
+        if log:
+            log(f"RGB: {name} aligned on {names[0]} with {match.n_matches} stars, "
+                f"rms {match.rms:.3f} px")
+        chans.append(reg.data)
+        if reg.mask is not None:
+            mask &= reg.mask
+    out = imgs[0].replace(data=np.stack(chans), mask=mask if not mask.all() else None)
+    out.header["FILTER"] = "RGB"
+    out.add_history("pre.rgb", {"channels": names})
+    return out
+
+
 def _fmt(v, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
@@ -372,14 +415,15 @@ def _params_from_args(args):
     integ = integ_params(args)
     stack = StackParams(skip_bad=args.skip_bad, float16=args.float16,
                         keep_intermediates=not args.clean,
-                        workers=args.workers or 0)
+                        workers=args.workers or 0, rgb=getattr(args, "rgb", None))
     cal = CalibrateParams(debayer=not args.no_debayer, bayer=args.bayer)
     reg = RegisterParams(reference=args.reference)
     return stack, cal, reg, integ
 
 
 def cli_stack(args) -> int:
-    """``napari-astro stack SESSION... -o OUT.fits``."""
+    """``napari-astro stack SESSION... -o OUT.fits``: progress bar on stderr, decisions
+    on stderr and in ``OUT.log``."""
     import sys
 
     from ..core.progress import TqdmProgress
@@ -390,11 +434,17 @@ def cli_stack(args) -> int:
         for line in plan.describe():
             print(line)
         return 0
+    if stack.workers:
+        import numba
+        numba.set_num_threads(max(1, min(stack.workers, numba.config.NUMBA_NUM_THREADS)))
     with TqdmProgress("stack") as bar:
+        def echo(line: str) -> None:
+            bar._bar.write(line, file=sys.stderr)
+
         result = run_stack(args.sessions, args.output, stack=stack, calibrate=cal, register=reg,
                            integrate=integ, work_dir=args.work_dir, overwrite=args.overwrite,
                            rejection_maps_dir=args.rejection_maps, progress=bar, cancel=None,
-                           log=lambda s: bar._bar.write(s, file=sys.stderr) if False else None)
+                           log=echo if not getattr(args, "quiet", False) else None)
     for filt, path in result.outputs.items():
         print(f"{path}")
     print(f"log: {result.log_path}")

@@ -104,3 +104,4 @@ class StackParams(StepParams):
     float16: bool = False              # float16 intermediates to halve disk use
     keep_intermediates: bool = True
     workers: int = 0                   # 0 = all cores
+    rgb: Optional[str] = None          # "R,G,B" filter names: combine mono stacks to colour
