@@ -470,10 +470,15 @@ def test_cli_simulate(tmp_path, capsys):
 def test_sample_data():
     from napari_astro._sample_data import sample_session, sample_stack
 
+    from napari_astro.widgets._layers import layer_data_to_image
+
     [(data, meta, kind)] = sample_stack(width=400, height=300)
-    assert kind == "image" and data.shape == (3, 300, 400) and data.dtype == np.float32
-    assert meta["channel_axis"] == 0 and meta["rgb"] is False
-    assert 0 <= data.min() and data.max() <= 1 and data.max() > 10 * np.median(data)
+    assert kind == "image" and meta["rgb"] is True
+    img = layer_data_to_image(data, meta)
+    assert img.is_color and img.shape2d == (300, 400) and img.data.dtype == np.float32
+    assert 0 <= img.data.min() and img.data.max() <= 1
+    assert img.data.max() > 10 * np.median(img.data)
+    assert any(h.startswith("sample.simulated_stack") for h in img.history)
     [(raw, meta, kind)] = sample_session(n_lights=2, width=200, height=150)
     assert raw.shape == (2, 150, 200) and raw.dtype == np.float32
     assert meta["metadata"]["napari_astro"]["bayer"] == "RGGB"

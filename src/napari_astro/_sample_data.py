@@ -27,8 +27,8 @@ def sample_stack(width: int = 800, height: int = 600, seed: int = 1) -> list[tup
     Returns
     -------
     list of LayerData
-        One ``(data, meta, "image")``: float32 ``(3, H, W)`` R, G, B in [0, 1],
-        split by napari into three additive layers (``channel_axis=0``).
+        One ``(data, meta, "image")``: an RGB layer of the float32 linear stack
+        (values in [0, 1]) with header and HISTORY in ``metadata["astro"]``.
     """
     from .core.simulate import NightModel, NightParams
 
@@ -42,17 +42,16 @@ def sample_stack(width: int = 800, height: int = 600, seed: int = 1) -> list[tup
     var = (electrons + p.dark_current * p.exposure + p.read_noise ** 2) / _STACK_FRAMES
     data = sky + rng.standard_normal(sky.shape, dtype=np.float32) * np.sqrt(var) * norm
     data = np.clip(data, 0.0, 1.0).astype(np.float32)
-    meta = {
-        "name": ["stack R", "stack G", "stack B"],
-        "rgb": False,
-        "channel_axis": 0,
-        "colormap": ["red", "green", "blue"],
-        "blending": "additive",
-        "contrast_limits": [_limits(c) for c in data],
-        "metadata": {"napari_astro": {"kind": "simulated stack", "frames": _STACK_FRAMES,
-                                      "params": p.to_dict()}},
-    }
-    return [(data, meta, "image")]
+    # One RGB layer with provenance, as the reader gives for a colour FITS, so every
+    # step widget can take it as one colour image.
+    from .core.image import AstroImage
+    from .widgets._layers import image_to_layer_data
+
+    img = AstroImage(data)
+    img.header["IMAGETYP"] = "Master Light"
+    img.header["NCOMBINE"] = _STACK_FRAMES
+    img.add_history("sample.simulated_stack", {"frames": _STACK_FRAMES, "seed": seed})
+    return [image_to_layer_data(img, "simulated stack")]
 
 
 def sample_session(n_lights: int = 4, width: int = 800, height: int = 600,
