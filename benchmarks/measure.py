@@ -12,6 +12,14 @@ The figures are those a user would see for the whole command, children included:
   ``siril-cli`` is therefore measured exactly; a short spike of a multi-process tree
   between two samples can be missed.
 
+The command runs under GNU time (``/usr/bin/time``, Debian package ``time``) when it
+is there, and the CPU time and ``ru_maxrss`` are GNU time's. This matters: Linux
+carries a process's RSS high-water mark across ``fork`` + ``exec``, so a child forked
+straight from a big Python process (a benchmark that holds a few hundred MB of
+images) reports the *parent's* RSS as its own ``ru_maxrss`` (seen here: both tools
+"peaking" at exactly the 779 MB of the benchmark process). GNU time is a small
+process, so the ``ru_maxrss`` of its child is the command's own.
+
 Usage as a script (prints one JSON object)::
 
     python benchmarks/measure.py [--cwd DIR] [--log FILE] -- CMD ARG...
@@ -24,6 +32,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,6 +85,16 @@ class Measurement:
         return asdict(self)
 
 
+GNU_TIME = os.environ.get("GNU_TIME", "/usr/bin/time")
+
+
+def _own_rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss
+    except psutil.Error:
+        return 0
+
+
 def _tree_rss(proc: psutil.Process) -> int:
     """Sum of RSS of ``proc`` and all its live descendants, bytes."""
     total = 0
@@ -117,9 +136,17 @@ def measure(cmd: Sequence[str], *, cwd: str | os.PathLike | None = None,
     """
     cmd = [str(c) for c in cmd]
     out = open(log, "wb") if log else subprocess.DEVNULL
+    gnu = GNU_TIME if GNU_TIME and Path(GNU_TIME).exists() else None
+    tfile = None
+    full = cmd
+    if gnu:
+        fd, tfile = tempfile.mkstemp(prefix="measure-", suffix=".time")
+        os.close(fd)
+        # %M max RSS KiB, %U user s, %S system s (of the command and its waited children)
+        full = [gnu, "-q", "-f", "%M %U %S", "-o", tfile, "--"] + cmd
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+        p = subprocess.Popen(full, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL)
         ps = psutil.Process(p.pid)
         peak = [0]
@@ -128,7 +155,8 @@ def measure(cmd: Sequence[str], *, cwd: str | os.PathLike | None = None,
 
         def sample() -> None:
             while not done.is_set():
-                peak[0] = max(peak[0], _tree_rss(ps))
+                # GNU time's own few MB are left out: only its descendants count
+                peak[0] = max(peak[0], _tree_rss(ps) - (_own_rss(ps) if gnu else 0))
                 if timeout is not None and time.perf_counter() - t0 > timeout:
                     timed_out[0] = True
                     for c in ps.children(recursive=True) + [ps]:
@@ -151,10 +179,19 @@ def measure(cmd: Sequence[str], *, cwd: str | os.PathLike | None = None,
         if log:
             out.close()
     rc = 124 if timed_out[0] else p.returncode
-    max_single = int(ru.ru_maxrss) * 1024  # Linux reports KiB
-    return Measurement(cmd=cmd, returncode=rc, wall_s=wall,
-                       cpu_s=ru.ru_utime + ru.ru_stime, user_s=ru.ru_utime,
-                       sys_s=ru.ru_stime, peak_rss_bytes=max(peak[0], max_single),
+    user, system, max_single = ru.ru_utime, ru.ru_stime, int(ru.ru_maxrss) * 1024
+    if tfile:
+        try:
+            fields = Path(tfile).read_text().split()
+            # last line holds the figures (GNU time may prepend a status line)
+            max_single = int(fields[-3]) * 1024
+            user, system = float(fields[-2]), float(fields[-1])
+        except (OSError, ValueError, IndexError):
+            pass  # killed before GNU time wrote: keep wait4's (inflated) figures
+        finally:
+            Path(tfile).unlink(missing_ok=True)
+    return Measurement(cmd=cmd, returncode=rc, wall_s=wall, cpu_s=user + system,
+                       user_s=user, sys_s=system, peak_rss_bytes=max(peak[0], max_single),
                        max_single_rss_bytes=max_single, log=str(log) if log else None)
 
 

@@ -18,6 +18,7 @@ LIGHTS="${LIGHTS:-20 40}"
 export BENCH_DATA="${BENCH_DATA:-/work/bench-data}"
 
 command -v siril-cli >/dev/null || { echo "siril-cli not found: apt-get install siril" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "GNU time not found: apt-get install time" >&2; exit 2; }
 "$PYTHON" -c "import psutil" 2>/dev/null || "$PYTHON" -m pip install -q psutil
 echo "== $(date -Is)  $(siril-cli --version | tail -1)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
 

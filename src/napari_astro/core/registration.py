@@ -537,7 +537,7 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(w, dtype=np.float32), radius
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True, fastmath=True, nogil=True)
 def _warp(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, out_mask):  # pragma: no cover
     """Resample ``src`` (C, H, W) at ``minv @ (x, y, 1)`` for every output pixel.
 

@@ -216,7 +216,7 @@ def estimate_background(data: np.ndarray, *, box: int = 64) -> tuple[np.ndarray,
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _block_stats(blocks):  # pragma: no cover - numba
     """Clipped median and robust sigma of each row of ``blocks`` (nb, m).
 
@@ -249,7 +249,7 @@ def _block_stats(blocks):  # pragma: no cover - numba
     return med, sig
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find_peaks(r, thr, border, max_out):  # pragma: no cover - numba
     """Local maxima of ``r`` above ``thr`` (3x3, ties broken by scan order)."""
     h, w = r.shape
@@ -276,7 +276,7 @@ def _find_peaks(r, thr, border, max_out):  # pragma: no cover - numba
     return ys[:n], xs[:n], vs[:n]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _annulus_median(data, bkg, cx, cy, r1, r2):  # pragma: no cover - numba
     """Median of ``data - bkg`` in the annulus r1 <= r < r2 around (cx, cy)."""
     h, w = data.shape
@@ -296,7 +296,7 @@ def _annulus_median(data, bkg, cx, cy, r1, r2):  # pragma: no cover - numba
     return float(np.median(buf[:n]))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _moments(data, bkg, ped, cx, cy, sw2, max_radius):  # pragma: no cover - numba
     """Adaptive Gaussian moments from (cx, cy) with window variance sw2.
 
@@ -364,7 +364,7 @@ def _moments(data, bkg, ped, cx, cy, sw2, max_radius):  # pragma: no cover - num
     return ok, cx, cy, sw2, s0, mxx, myy, mxy
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _measure(data, bkg, ys, xs, sigma0, max_radius, sat_level, out):  # pragma: no cover
     """Adaptive-moment measurement of each candidate.
 
