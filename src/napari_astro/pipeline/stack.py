@@ -214,7 +214,6 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     -------
     StackResult
     """
-    from ..core.frames import FrameType
     from ..core.io import read_image, write_image
     from .calibrate import MasterSet, build_masters, calibrate_lights, output_name, plan_calibration
     from .integrate import integrate_with_params, write_rejection_maps
