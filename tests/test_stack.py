@@ -257,3 +257,23 @@ def test_several_filters_and_rgb(tmp_path):
     a, b = rgb.data[0], rgb.data[2]
     core = (slice(20, -20), slice(20, -20))
     assert np.corrcoef(a[core].ravel(), b[core].ravel())[0, 1] > 0.99
+
+
+def test_float16_intermediates_halve_disk_and_keep_the_result(night, stacked, tmp_path):
+    from astropy.io import fits
+
+    out, _, truth = stacked
+    small = tmp_path / "f16.fits"
+    assert main(["stack", str(night), "-o", str(small), "--float16", "-q",
+                 "--reference", str(truth.lights[0])]) == 0
+    cal16 = sorted((tmp_path / "f16.fits.work").glob("calibrated_*/*.fits"))
+    cal32 = sorted((out.parent / "out.fits.work").glob("calibrated_*/*.fits"))
+    assert fits.getheader(cal16[0])["BITPIX"] == 16
+    assert sum(p.stat().st_size for p in cal16) < 0.55 * sum(p.stat().st_size for p in cal32)
+    a, b = read_image(out).data, read_image(small).data
+    diff = np.abs(a - b)
+    noise = min(ch["noise"] for ch in compare_to_truth(a, truth.sky)["channels"])
+    # 16-bit quantisation is far below the noise; a few rejection decisions flip
+    assert np.median(diff) < 0.05 * noise and np.percentile(diff, 99.9) < 1.5 * noise
+    for ch in compare_to_truth(b, truth.sky)["channels"]:
+        assert abs(ch["scale"] - 1) < 0.02

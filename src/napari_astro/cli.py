@@ -149,7 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--workers", type=int, default=None, help="threads for every stage "
                    "(default: all cores)")
-    p.add_argument("--float16", action="store_true")
+    p.add_argument("--float16", action="store_true",
+                   help="16-bit calibrated intermediates: half the disk; stored as scaled "
+                        "16-bit integers, finer than float16 over [0, 1]")
     p.add_argument("-q", "--quiet", action="store_true", help="only the progress bar on stderr")
     p.add_argument("--rgb", default=None, metavar="R,G,B",
                    help="combine these three mono filter stacks into OUT_RGB.fits")

@@ -759,6 +759,7 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                      bad_pixels: BadPixelMap | None = None, overwrite: bool = False,
                      keep_images: bool | None = None,
                      save_bad_pixels: "str | os.PathLike[str] | None" = None,
+                     out_dtype: str = "float32",
                      progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
                      log: Optional[Log] = None) -> list:
     """Calibrate (and cosmetic-correct, debayer) every light.
@@ -780,6 +781,9 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
         (:class:`core.calibration.BadPixelAccumulator`), which costs one more read.
     keep_images : bool, optional
         Return the images (default: when ``out_dir`` is None).
+    out_dtype : {"float32", "uint16"}, default "float32"
+        Pixel type of the written frames; "uint16" (scaled [0, 1] -> 0..65535) halves
+        the disk use of intermediates, at the precision of the raw 16-bit data.
     save_bad_pixels : path-like, optional
         Write the bad-pixel map applied to the first light (the dark's, or the one
         voted by the lights, plus ``bad_pixels``) as FITS or CSV (by extension).
@@ -872,7 +876,8 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                                        if item.dark_mode == "optimize" else ""))
                 if out_dir is not None:
                     target = names[i]
-                    pending_writes.append(writer.submit(_write, out, target, overwrite, written))
+                    pending_writes.append(writer.submit(_write, out, target, overwrite, written,
+                                                       out_dtype))
                 if keep:
                     results[i] = out
                 else:
@@ -892,9 +897,10 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
     return results
 
 
-def _write(img: AstroImage, path: Path, overwrite: bool, written: list) -> Path:
+def _write(img: AstroImage, path: Path, overwrite: bool, written: list,
+           dtype: str = "float32") -> Path:
     existed = path.exists()
-    write_image(img, path, overwrite=overwrite)
+    write_image(img, path, overwrite=overwrite, dtype=dtype)
     if not existed:
         written.append(path)
     return path

@@ -138,7 +138,9 @@ def plan_stack(inputs: Sequence[os.PathLike | str], *, stack: StackParams = Stac
     master_set = MasterSet.from_frames(cal, masters) if hasattr(MasterSet, "from_frames") else None
     for filt, ls in by_filter.items():
         plan_items[filt] = plan_calibration(ls, master_set, calibrate) if master_set is not None else []
-    disk = sum(2 * _frame_bytes(f, stack.float16, calibrate.debayer) for f in lights)
+    # calibrated (16-bit with --float16) + registered (float32) frames
+    disk = sum(_frame_bytes(f, stack.float16, calibrate.debayer)
+               + _frame_bytes(f, False, calibrate.debayer) for f in lights)
     return StackPlan(frames=frames, lights_by_filter=by_filter, calibration_frames=cal,
                      plan_items=plan_items, skipped=skipped, disk_bytes=disk)
 
@@ -291,6 +293,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
             logger(f"[{tag}] calibrating {len(todo)} lights ({len(items) - len(todo)} reused)")
             calibrate_lights([it.light for it, _ in todo], master_set, cal_params, cdir,
                              plan=[it for it, _ in todo], overwrite=True,
+                             out_dtype="uint16" if stack.float16 else "float32",
                              progress=stage(lo, lo + 0.4 * span, f"calibrate {tag}"),
                              cancel=cancel, log=logger)
         else:

@@ -101,7 +101,7 @@ class StackParams(StepParams):
     TITLE = "Stack"
 
     skip_bad: bool = False
-    float16: bool = False              # float16 intermediates to halve disk use
+    float16: bool = False              # 16-bit calibrated intermediates (half the disk)
     keep_intermediates: bool = True
     workers: int = 0                   # 0 = all cores
     rgb: Optional[str] = None          # "R,G,B" filter names: combine mono stacks to colour
