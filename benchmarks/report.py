@@ -129,8 +129,9 @@ def build(results_dir: Path) -> str:
            "ratios are ours / Siril from the same run. Goal: wall ratio <= "
            f"{common.GOAL_TIME_RATIO} and memory ratio <= {common.GOAL_MEM_RATIO}.",
            "- Peak memory: the largest sum of RSS over the process tree (psutil, every "
-           "50 ms), never below the kernel's ru_maxrss of its largest process; CPU: "
-           "user + system of the whole tree (os.wait4).",
+           "50 ms), never below the kernel's ru_maxrss of its largest process (from GNU "
+           "time, which each command runs under); CPU: user + system of the whole tree "
+           "(GNU time). CPU > wall means both cores were used.",
            "- Data: the project's simulator, 2000x1500 one-shot colour (RGGB, 16-bit "
            "FITS), 20 bias, 20 darks (120 s), 20 flats, and 20 or 40 lights, seed 0 "
            "(`python benchmarks/make_nights.py 20 40`).", ""]
