@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolation", default=None, choices=["lanczos3", "bicubic", "bilinear"])
     p.add_argument("--no-clamp", action="store_true", help="no ringing clamp for Lanczos/bicubic")
     p.add_argument("--detection-sigma", type=float, default=None, help="star threshold (default 5)")
-    p.add_argument("--max-stars", type=int, default=None, help="stars per frame (default 500)")
+    p.add_argument("--max-stars", type=int, default=None, help="stars per frame (default 250)")
     p.add_argument("--max-fwhm-ratio", type=float, default=None,
                    help="reject frames with FWHM > ratio x session median (default 1.5)")
     p.add_argument("--min-stars-ratio", type=float, default=None,

@@ -66,7 +66,7 @@ class RegisterParams(StepParams):
     clamp: bool = True                 # clamp Lanczos ringing
     reference: Optional[str] = None    # path of the reference frame; None = best frame
     detection_sigma: float = 5.0
-    max_stars: int = 500
+    max_stars: int = 250               # brightest stars kept per frame (matching, FWHM)
     max_fwhm_ratio: float = 1.5        # reject frames with FWHM > ratio * session median
     min_stars_ratio: float = 0.3       # reject frames with stars < ratio * session median
 
