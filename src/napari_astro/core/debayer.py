@@ -110,7 +110,7 @@ def _mirror(i, n):
     return i
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _bilinear_pixel(cfa, cf, out, y, x, h, w):
     # General case with mirrored neighbours, used at the borders.
     own = cf[y & 1, x & 1]
@@ -143,7 +143,7 @@ def _bilinear_pixel(cfa, cf, out, y, x, h, w):
     out[2, y, x] = v0 if own == 2 else (s2 / n2 if n2 else v0)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _bilinear_kernel(cfa, cf, out, border):
     # border > 0: only fill pixels within `border` of an edge (RCD's frame).
     # The interior uses the closed Bayer formulas (no mirroring, no colour tests per
@@ -181,7 +181,7 @@ def _bilinear_kernel(cfa, cf, out, border):
                 out[2 - own, y, x] = diag
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _superpixel_kernel(cfa, cf, out):
     h2, w2 = out.shape[1], out.shape[2]
     for i in prange(h2):
@@ -209,7 +209,7 @@ def _rb0(cf, y):
     return 0 if cf[y & 1, 0] != 1 else 1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
     """RCD v2.3 on the interior; ``rgb`` holds the CFA samples (and a bilinear border).
 
@@ -336,7 +336,7 @@ def _rcd_kernel(cfa, cf, rgb, buf_a, buf_b, vh, lpf):
                 rgb[c, y, x] = g0 + disc * (h_est - v_est) + v_est
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _scatter_own(cfa, cf, out):
     # each sample into its own colour plane (numpy strided copies: 4x slower)
     h, w = cfa.shape
@@ -350,14 +350,14 @@ def _scatter_own(cfa, cf, out):
             out[c0, y, w - 1] = cfa[y, w - 1]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _add_offset(a, off):
     flat = a.reshape(-1)
     for i in prange(flat.size):
         flat[i] += off
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _minmax(a):
     flat = a.reshape(-1)
     n = flat.size
@@ -561,7 +561,7 @@ def cfa_luminance(data2d: np.ndarray, pattern: str | None = None) -> np.ndarray:
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _lum_kernel(a, out):
     h, w = a.shape
     for y in prange(h):

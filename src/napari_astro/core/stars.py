@@ -355,8 +355,10 @@ def _moments(data, bkg, ped, cx, cy, sw2, max_radius):  # pragma: no cover - num
         cx += gain * mx
         cy += gain * my
         new_sw2 = min(max(s2, 0.25), max_radius * max_radius / 9.0)
-        done = (abs(mx) * gain < 1e-5 and abs(my) * gain < 1e-5
-                and abs(new_sw2 - sw2) < 1e-4 * sw2)
+        # 1e-4 px is 200x below the 0.02 px centroid accuracy we need; tighter
+        # tolerances only cost iterations (each one an exp() per window pixel)
+        done = (abs(mx) * gain < 1e-4 and abs(my) * gain < 1e-4
+                and abs(new_sw2 - sw2) < 1e-3 * sw2)
         sw2 = new_sw2
         if done:
             ok = 1.0
@@ -518,7 +520,10 @@ def detect_stars(data2d: np.ndarray, *, sigma: float = 5.0, max_stars: int = 500
     ys, xs, vs = _find_peaks(resid, np.float32(thr), border, 200_000)
     if ys.size == 0:
         return Stars.empty()
-    order = np.argsort(-vs, kind="stable")[: max(4 * max_stars, 200)]
+    # Candidates by matched-filter peak: twice the stars wanted leaves room for the
+    # hot pixels and cosmic rays that measurement rejects (4x cost 0.116 s per
+    # 2000x1500 frame in _measure, 2x about half that).
+    order = np.argsort(-vs, kind="stable")[: max(2 * max_stars, 200)]
     ys, xs = ys[order], xs[order]
     if saturation is None:
         top = float(data.max())

@@ -212,9 +212,9 @@ def _check_params(params: RegisterParams) -> None:
         raise BadInputError("--max-stars", "must be at least 3")
 
 
-def _debayer(image: AstroImage) -> AstroImage:
+def _debayer(image: AstroImage, method: str = "rcd", equalize: bool = False) -> AstroImage:
     from ..core import debayer as _db  # lazy: only raw mosaics need it
-    return _db.debayer(image)
+    return _db.debayer(image, method=method, equalize=equalize)
 
 
 def _best_reference(quals: list[FrameQuality], ok: list[bool]) -> int:
@@ -232,7 +232,8 @@ def _best_reference(quals: list[FrameQuality], ok: list[bool]) -> int:
 # --------------------------------------------------------------------------- main entry
 def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[str] | None" = None,
                     params: RegisterParams = RegisterParams(), *, overwrite: bool = False,
-                    resume: bool = False,
+                    resume: bool = False, debayer_method: str = "rcd",
+                    equalize_cfa: bool = False,
                     progress: Optional[Progress] = None,
                     cancel: Optional[CancelToken] = None) -> RegistrationResult:
     """Align frames onto a reference and report their quality.
@@ -252,6 +253,13 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         median).
     overwrite : bool, default False
         Replace existing outputs.
+    debayer_method : str, default "rcd"
+        Demosaicing of raw CFA inputs before resampling (stars are measured on the
+        CFA luminance, so one-shot-colour frames can stay mosaics until here: a third
+        of the intermediate disk and I/O). "superpixel" halves the size and is not
+        allowed here: debayer such frames before registering.
+    equalize_cfa : bool, default False
+        Equalise the CFA planes' backgrounds while debayering.
     resume : bool, default False
         Continue an interrupted run in ``out_dir``: frames measured before are not
         measured again (their stars and quality are kept in ``out_dir/.measure``)
@@ -277,6 +285,9 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     if not items:
         raise BadInputError(None, "no frames to register")
     _check_params(params)
+    if debayer_method == "superpixel":
+        raise BadInputError("--debayer-method", "superpixel halves the frame: debayer before "
+                                                "registering")
     names = [_name_of(it, i) for i, it in enumerate(items)]
     out_path = Path(out_dir) if out_dir is not None else None
     outputs: list[Optional[Path]] = [None] * len(items)
@@ -442,7 +453,7 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     def _resample_one(i: int):
         img = cache.pop(i, None) or _load(items[i])
         if img.is_cfa:
-            img = _debayer(img)
+            img = _debayer(img, debayer_method, equalize_cfa)
         hist = {"reference": ref_name, "n_matches": matches[i][0],
                 "rms_px": round(float(matches[i][1]), 4)}
         if i == ref_index and img.shape2d == tuple(ref_shape):

@@ -139,7 +139,8 @@ def plan_stack(inputs: Sequence[os.PathLike | str], *, stack: StackParams = Stac
     for filt, ls in by_filter.items():
         plan_items[filt] = plan_calibration(ls, master_set, calibrate) if master_set is not None else []
     # calibrated (16-bit with --float16) + registered (float32) frames
-    disk = sum(_frame_bytes(f, stack.float16, calibrate.debayer)
+    late = calibrate.debayer and calibrate.debayer_method != "superpixel"
+    disk = sum(_frame_bytes(f, stack.float16, calibrate.debayer and not late)
                + _frame_bytes(f, False, calibrate.debayer) for f in lights)
     return StackPlan(frames=frames, lights_by_filter=by_filter, calibration_frames=cal,
                      plan_items=plan_items, skipped=skipped, disk_bytes=disk)
@@ -283,12 +284,17 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         taken: set = set()
         names = [cdir / output_name(it.light, taken) for it in items]
         todo = [(it, p) for it, p in zip(items, names) if not p.exists()]
-        cal_params = calibrate
+        # One-shot-colour lights stay CFA mosaics on disk (a third of the bytes of
+        # debayered frames): stars are measured on the CFA luminance and each frame is
+        # debayered just before it is resampled, inside registration's frame threads.
+        late_debayer = calibrate.debayer and calibrate.debayer_method != "superpixel"
+        cal_params = dataclasses.replace(calibrate, debayer=False, equalize_cfa=False) \
+            if late_debayer else calibrate
         done = [p for p in names if p.exists()]
         if done and todo and calibrate.auto_pedestal:
             # Same session pedestal as the interrupted run, so results are identical.
             ped = float(read_image(done[0]).header.get("PEDESTAL", calibrate.pedestal))
-            cal_params = dataclasses.replace(calibrate, auto_pedestal=False, pedestal=ped)
+            cal_params = dataclasses.replace(cal_params, auto_pedestal=False, pedestal=ped)
         if todo:
             logger(f"[{tag}] calibrating {len(todo)} lights ({len(items) - len(todo)} reused)")
             calibrate_lights([it.light for it, _ in todo], master_set, cal_params, cdir,
@@ -311,6 +317,8 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
                 if os.path.realpath(it.light.path) == want:
                     reg_params = dataclasses.replace(register, reference=str(p))
         reg = register_frames(names, rdir, reg_params, overwrite=True, resume=True,
+                              debayer_method=calibrate.debayer_method if late_debayer else "rcd",
+                              equalize_cfa=calibrate.equalize_cfa and late_debayer,
                               progress=stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"),
                               cancel=cancel)
         for row in reg.rows:
