@@ -1,0 +1,43 @@
+"""The command-line skeleton of CLI.md: every subcommand is registered; the ones not
+built yet say so and exit 2; bad usage exits 2 with one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from napari_astro.cli import HANDLERS, build_parser, main
+
+CLI_MD = ["demo", "simulate", "masters", "calibrate", "register", "integrate", "stack", "crop",
+          "background", "color", "denoise", "stretch", "curves", "export", "process", "capture"]
+
+
+def test_every_subcommand_of_cli_md_is_registered():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(CLI_MD) <= set(sub.choices) and set(CLI_MD) <= set(HANDLERS)
+
+
+@pytest.mark.parametrize("argv", [["crop", "a.fits", "b.fits", "--auto"],
+                                  ["stretch", "a.fits", "b.fits"],
+                                  ["process", "a.fits", "-o", "out"],
+                                  ["capture", "seq.toml", "-o", "out"]])
+def test_unbuilt_subcommands_say_so(argv, capsys, tmp_path):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not built yet" in err[0] and argv[0] in err[0]
+
+
+def test_bad_usage_is_exit_2_one_line():
+    exe = Path(sys.executable).with_name("napari-astro")
+    out = subprocess.run([str(exe), "integrate", "a.fits"], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and "-o" in out.stderr
+
+
+def test_missing_input_names_the_file(tmp_path, capsys):
+    missing = tmp_path / "nope.fits"
+    assert main(["integrate", str(missing), str(missing), "-o", str(tmp_path / "o.fits")]) == 2
+    assert "nope.fits" in capsys.readouterr().err
+    assert not (tmp_path / "o.fits").exists()
