@@ -20,6 +20,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import BadInputError
+from ._common import check_readable, short_error
 from ..image import AstroImage
 from ._atomic import atomic_output
 
@@ -28,17 +29,8 @@ __all__ = ["read_tiff", "read_tiff_info", "export_image", "resize_image", "EXPOR
 EXPORT_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
-
-
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise BadInputError(path, "file not found")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise BadInputError(path, "empty file (0 bytes)")
+    check_readable(path)
     with open(path, "rb") as fh:
         head = fh.read(4)
     if head[:2] not in (b"II", b"MM"):
@@ -78,7 +70,7 @@ def read_tiff_info(path: "str | os.PathLike[str]"):
         with tifffile.TiffFile(p) as tif:
             shape = tif.series[0].shape
     except Exception as exc:
-        raise BadInputError(p, f"unreadable TIFF ({_short(exc)})") from None
+        raise BadInputError(p, f"unreadable TIFF ({short_error(exc)})") from None
     ours, _, _ = _tiff_shape(shape, p)
     return ImageInfo(header=fits.Header(), shape=ours, bayer=None, history=())
 
@@ -101,7 +93,7 @@ def read_tiff(path: "str | os.PathLike[str]") -> AstroImage:
         with tifffile.TiffFile(p) as tif:
             raw = tif.series[0].asarray()
     except Exception as exc:
-        raise BadInputError(p, f"unreadable TIFF ({_short(exc)})") from None
+        raise BadInputError(p, f"unreadable TIFF ({short_error(exc)})") from None
     _, layout, squeezed = _tiff_shape(raw.shape, p)
     raw = raw.reshape(squeezed)
     if layout == "last":

@@ -24,6 +24,7 @@ from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
 
 from ..errors import BadInputError
+from ._common import check_readable, short_error
 from ..image import BAYER_PATTERNS, AstroImage
 from ._atomic import atomic_output
 
@@ -98,13 +99,7 @@ def _scale_for(hdu_header: fits.Header, dtype: np.dtype) -> float:
 
 def _check_file(path: Path) -> None:
     """Cheap checks before astropy sees the file: exists, non-empty, starts like FITS."""
-    if not path.exists():
-        raise BadInputError(path, "file not found")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder, not a file")
-    size = path.stat().st_size
-    if size == 0:
-        raise BadInputError(path, "empty file (0 bytes)")
+    size = check_readable(path)
     if str(path).lower().endswith(".gz"):
         return  # gzip stream: astropy decompresses and checks the content itself
     with open(path, "rb") as fh:
@@ -209,17 +204,13 @@ def read_fits_info(path: str | os.PathLike[str]) -> tuple[fits.Header, tuple[int
     except BadInputError:
         raise
     except Exception as exc:  # astropy raises many types for corrupt files
-        raise BadInputError(p, f"cannot read FITS header ({_short(exc)})") from None
+        raise BadInputError(p, f"cannot read FITS header ({short_error(exc)})") from None
     return header, shape, history
 
 
 def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
     """Header of the first image HDU (cheap: no pixel data is read)."""
     return read_fits_info(path)[0]
-
-
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
 def _clean_header(header: fits.Header, compressed: bool = False) -> fits.Header:
@@ -295,7 +286,7 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
     except BadInputError:
         raise
     except Exception as exc:
-        raise BadInputError(p, f"unreadable or truncated FITS ({_short(exc)})") from None
+        raise BadInputError(p, f"unreadable or truncated FITS ({short_error(exc)})") from None
 
     data = data.reshape(shape)
     mask = None

@@ -27,13 +27,10 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import BadInputError
+from ._common import check_readable, short_error
 from ..image import BAYER_PATTERNS, AstroImage
 
 __all__ = ["read_raw", "read_raw_info", "pattern_from_rawpy", "normalize_cfa"]
-
-
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
 
 
 def pattern_from_rawpy(raw_pattern, color_desc, *, dy: int = 0, dx: int = 0) -> str:
@@ -96,12 +93,7 @@ def normalize_cfa(raw: np.ndarray, black_cell: np.ndarray, white: float) -> np.n
 
 
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise BadInputError(path, "file not found")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise BadInputError(path, "empty file (0 bytes)")
+    check_readable(path)
 
 
 def _camera_model(path: Path) -> str | None:
@@ -153,7 +145,7 @@ def _open(path: Path):
     try:
         return rawpy.imread(os.fspath(path))
     except Exception as exc:  # LibRawFileUnsupportedError, LibRawIOError, ...
-        raise BadInputError(path, f"not a readable camera raw file ({_short(exc)})") from None
+        raise BadInputError(path, f"not a readable camera raw file ({short_error(exc)})") from None
 
 
 def _describe(raw, path: Path):
@@ -163,7 +155,7 @@ def _describe(raw, path: Path):
         desc = raw.color_desc
         sizes = raw.sizes
     except Exception as exc:
-        raise BadInputError(path, f"unreadable camera raw file ({_short(exc)})") from None
+        raise BadInputError(path, f"unreadable camera raw file ({short_error(exc)})") from None
     if pattern_idx is None:
         raise BadInputError(path, "raw file holds no flat sensor mosaic (e.g. a linear DNG)")
     try:
@@ -213,7 +205,7 @@ def read_raw(path: "str | os.PathLike[str]") -> AstroImage:
         try:
             mosaic = np.asarray(raw.raw_image_visible)
         except Exception as exc:
-            raise BadInputError(p, f"unreadable camera raw data ({_short(exc)})") from None
+            raise BadInputError(p, f"unreadable camera raw data ({short_error(exc)})") from None
         if mosaic.ndim != 2 or mosaic.size == 0:
             raise BadInputError(p, f"unexpected raw mosaic shape {mosaic.shape}")
         try:

@@ -24,6 +24,7 @@ import numpy as np
 from astropy.io import fits
 
 from ..errors import BadInputError
+from ._common import check_readable, short_error
 from ..image import BAYER_PATTERNS, AstroImage
 from ._atomic import atomic_output
 from .fits import _STRUCTURAL, cfa_pattern_from_header, decode_history, encode_history
@@ -35,17 +36,8 @@ _NS = {"xisf": "http://www.pixinsight.com/xisf"}
 _CFA_PROPERTY = "PCL:CFASourcePattern"
 
 
-def _short(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:160] or type(exc).__name__
-
-
 def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise BadInputError(path, "file not found")
-    if path.is_dir():
-        raise BadInputError(path, "is a folder, not a file")
-    if path.stat().st_size == 0:
-        raise BadInputError(path, "empty file (0 bytes)")
+    check_readable(path)
     with open(path, "rb") as fh:
         if fh.read(len(_SIGNATURE)) != _SIGNATURE:
             raise BadInputError(path, "not an XISF file (no XISF0100 signature)")
@@ -88,7 +80,7 @@ def _open(path: Path):
         x = XISF(os.fspath(path))
         metas = x.get_images_metadata()
     except Exception as exc:
-        raise BadInputError(path, f"unreadable XISF header ({_short(exc)})") from None
+        raise BadInputError(path, f"unreadable XISF header ({short_error(exc)})") from None
     if not metas:
         raise BadInputError(path, "no image data in the XISF file")
     return x, metas[0]
@@ -186,7 +178,7 @@ def read_xisf(path: "str | os.PathLike[str]", *, check_finite: bool = True) -> A
     try:
         raw = x.read_image(0, data_format="channels_first")
     except Exception as exc:
-        raise BadInputError(p, f"unreadable XISF data ({_short(exc)})") from None
+        raise BadInputError(p, f"unreadable XISF data ({short_error(exc)})") from None
     raw = np.asarray(raw)
     if raw.dtype.kind == "u":
         full = float(np.iinfo(raw.dtype).max)
