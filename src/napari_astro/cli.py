@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low", type=float, default=None)
     p.add_argument("--high", type=float, default=None)
     p.add_argument("--temp-tolerance", type=float, default=None)
+    p.add_argument("--memory-limit", default=None,
+                   help="combine groups larger than this in row bands (default 2GB)")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("calibrate", help="calibrate lights with masters")

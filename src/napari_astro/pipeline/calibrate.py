@@ -283,6 +283,91 @@ def _read_stack(paths: Sequence[Path], shape: tuple, *, progress, cancel, done0:
     return stack, heads
 
 
+def _combine_banded(paths: Sequence[Path], shape: tuple, budget: int, *, rejection, combine: str,
+                    offset: np.ndarray | None = None, scales: np.ndarray | None = None,
+                    progress, cancel, done0: float, total: int, label: str) -> np.ndarray:
+    """Combine frames that do not fit in ``budget`` bytes, band of rows by band of rows.
+
+    Each frame is read by rows (positioned reads of the FITS data block, as the
+    integration does), so memory holds one band of every frame: ``budget`` bounds it
+    whatever the number and size of the frames. ``offset`` (H, W) is subtracted and
+    ``scales`` (N,) multiply each frame before rejection (flats).
+    """
+    from ..core.integration import _open_frame, combine_stack
+
+    n = len(paths)
+    h, w = shape
+    spill: list = []
+    try:
+        frames = [_open_frame(p, i, spill) for i, p in enumerate(paths)]
+        rows = int(max(8, min(h, budget // max(1, 3 * n * w * 4))))
+        out = np.empty((h, w), np.float32)
+        buf = np.empty((n, 1, rows, w), np.float32)
+        for r0 in range(0, h, rows):
+            r1 = min(h, r0 + rows)
+            band = buf[:, :, : r1 - r0]
+            for i, fr in enumerate(frames):
+                fr.source.read_rows(r0, r1, band[i])
+                if not np.isfinite(band[i]).all():
+                    raise BadInputError(paths[i], "NaN or infinite pixels")
+            if offset is not None:
+                band -= offset[None, None, r0:r1]
+            if scales is not None:
+                band *= scales[:, None, None, None].astype(np.float32)
+            out[r0:r1] = combine_stack(band[:, 0], rejection=rejection, combine=combine)
+            report(progress, done0 + n * r1 / h, total, f"{label} rows {r1}/{h}", cancel)
+        return out
+    finally:
+        if spill:
+            import shutil
+            shutil.rmtree(spill[0], ignore_errors=True)
+
+
+def _note_flat_offset(m: "Master", off_m: "Master | None", what: str, log: Log) -> None:
+    if off_m is None:
+        m.notes.append("flats NOT bias-subtracted (no bias, flat-dark or matching "
+                       "dark): the flat normalisation includes the camera offset")
+        log(f"warning: {m.key}: " + m.notes[-1])
+    else:
+        m.notes.append(f"flats calibrated by master {what} {off_m.label}")
+
+
+def _flat_scales(levels: np.ndarray, frames: Sequence[Path]) -> np.ndarray:
+    """Factors that bring every flat to the mean level (zero/negative is bad input)."""
+    for i, lv in enumerate(levels):
+        if not lv > 0:
+            raise BadInputError(frames[i], "flat is zero or negative after bias subtraction")
+    return levels.mean() / levels
+
+
+def _master_banded(m: "Master", ms: "MasterSet", params: MastersParams, rej, budget: int, *,
+                   progress, cancel, done0: int, total: int, log: Log):
+    """A master whose frames exceed the memory budget (see :func:`_combine_banded`).
+
+    Flats are read once more, one at a time, for their checks and levels first."""
+    heads = [read_image(p).replace(data=np.zeros((1, 1), np.float32))
+             for p in m.frames[:1]]
+    offset = scales = None
+    if m.type == FrameType.FLAT:
+        off_m, what = _flat_offset(m, ms, params.temp_tolerance)
+        offset = off_m.load().data if off_m is not None else None
+        off_level = float(np.median(offset[::4, ::4])) if offset is not None else None
+        levels = []
+        for p in m.frames:
+            img = read_image(p)
+            check_flat(img.data, p, offset=off_level)
+            d = img.data[::4, ::4] - (offset[::4, ::4] if offset is not None else 0)
+            levels.append(float(np.mean(d, dtype=np.float64)))
+        _note_flat_offset(m, off_m, what, log)
+        scales = _flat_scales(np.array(levels), m.frames)
+    log(f"{m.key}: {len(m.frames)} frames exceed the {params.memory_limit} memory limit: "
+        "combined in row bands")
+    data = _combine_banded(m.frames, m.shape, budget, rejection=rej, combine=params.combine,
+                           offset=offset, scales=scales, progress=progress, cancel=cancel,
+                           done0=done0, total=total, label=str(m.key))
+    return data, heads
+
+
 def _rejection_for(params: MastersParams, n: int, log: Log, key) -> object:
     from ..core.integration import NoRejection, rejection_from_name
 
@@ -370,6 +455,8 @@ def build_masters(frames: Sequence[FrameInfo], out_dir: "str | os.PathLike[str] 
                                     "output exists (use --overwrite to replace it)")
     total = sum(len(m.frames) for m in ms.all())
     done = 0
+    from ..core.integration import parse_memory
+    budget = parse_memory(params.memory_limit)
     # biases and darks first: flats are calibrated by them
     order = [*ms.biases, *ms.darks, *ms.darkflats, *ms.flats]
     for m in order:
@@ -379,35 +466,34 @@ def build_masters(frames: Sequence[FrameInfo], out_dir: "str | os.PathLike[str] 
                 raise BadInputError(f.path, f"size {f.width}x{f.height} differs from "
                                             f"{m.shape[1]}x{m.shape[0]} of {infos[0].path}")
         t0 = time.perf_counter()
-        stack, heads = _read_stack(m.frames, m.shape, progress=progress, cancel=cancel,
-                                   done0=done, total=total, label=str(m.key))
-        done += len(m.frames)
         n = len(m.frames)
-        if m.type == FrameType.FLAT:
-            off_m, what = _flat_offset(m, ms, params.temp_tolerance)
-            off = off_m.load().data if off_m is not None else None
-            # the offset's level once, not once per flat (0.3 s of medians on 20 flats)
-            off_level = float(np.median(off[::4, ::4])) if off is not None else None
-            for i in range(n):
-                check_flat(stack[i], m.frames[i], offset=off_level)
-            if off_m is None:
-                m.notes.append("flats NOT bias-subtracted (no bias, flat-dark or matching "
-                               "dark): the flat normalisation includes the camera offset")
-                log(f"warning: {m.key}: " + m.notes[-1])
-            else:
-                m.notes.append(f"flats calibrated by master {what} {off_m.label}")
-                stack -= off[None]
-            # Multiplicative normalisation before rejection: sky flats change level
-            # from frame to frame; rescaled to the mean level afterwards.
-            levels = np.array([float(np.mean(s[::4, ::4], dtype=np.float64)) for s in stack])
-            for i in range(n):
-                if not levels[i] > 0:
-                    raise BadInputError(m.frames[i], "flat is zero or negative after bias "
-                                                     "subtraction")
-                stack[i] *= np.float32(levels.mean() / levels[i])
         rej = _rejection_for(params, n, log, m.key)
-        data = combine_stack(stack, rejection=rej, combine=params.combine)
-        del stack
+        if n * m.shape[0] * m.shape[1] * 4 > budget:
+            data, heads = _master_banded(m, ms, params, rej, budget, progress=progress,
+                                         cancel=cancel, done0=done, total=total, log=log)
+            done += n
+        else:
+            stack, heads = _read_stack(m.frames, m.shape, progress=progress, cancel=cancel,
+                                       done0=done, total=total, label=str(m.key))
+            done += n
+            if m.type == FrameType.FLAT:
+                off_m, what = _flat_offset(m, ms, params.temp_tolerance)
+                off = off_m.load().data if off_m is not None else None
+                # the offset's level once, not once per flat (0.3 s of medians on 20 flats)
+                off_level = float(np.median(off[::4, ::4])) if off is not None else None
+                for i in range(n):
+                    check_flat(stack[i], m.frames[i], offset=off_level)
+                _note_flat_offset(m, off_m, what, log)
+                if off is not None:
+                    stack -= off[None]
+                # Multiplicative normalisation before rejection: sky flats change level
+                # from frame to frame; rescaled to the mean level afterwards.
+                levels = np.array([float(np.mean(s[::4, ::4], dtype=np.float64)) for s in stack])
+                scales = _flat_scales(levels, m.frames)
+                for i in range(n):
+                    stack[i] *= np.float32(scales[i])
+            data = combine_stack(stack, rejection=rej, combine=params.combine)
+            del stack
         if not np.isfinite(data).all():
             raise BadInputError(m.frames[0], "master has NaN values after combining")
         img = heads[0].replace(data=np.asarray(data, np.float32), history=[])
@@ -957,7 +1043,8 @@ def _masters_params(args) -> MastersParams:
     params = MastersParams.from_dict(rejection=getattr(args, "rejection", None),
                                      low=getattr(args, "low", None),
                                      high=getattr(args, "high", None),
-                                     temp_tolerance=getattr(args, "temp_tolerance", None))
+                                     temp_tolerance=getattr(args, "temp_tolerance", None),
+                                     memory_limit=getattr(args, "memory_limit", None))
     try:
         rejection_from_name(params.rejection, params.low, params.high)
     except (KeyError, TypeError, ValueError):

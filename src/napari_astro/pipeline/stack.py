@@ -428,7 +428,8 @@ def _params_from_args(args):
                         workers=args.workers or 0, rgb=getattr(args, "rgb", None))
     cal = CalibrateParams(debayer=not args.no_debayer, bayer=args.bayer)
     reg = RegisterParams(reference=args.reference)
-    return stack, cal, reg, integ
+    masters = MastersParams(memory_limit=integ.memory_limit)
+    return stack, masters, cal, reg, integ
 
 
 def cli_stack(args) -> int:
@@ -438,9 +439,9 @@ def cli_stack(args) -> int:
 
     from ..core.progress import TqdmProgress
 
-    stack, cal, reg, integ = _params_from_args(args)
+    stack, masters, cal, reg, integ = _params_from_args(args)
     if args.dry_run:
-        plan = plan_stack(args.sessions, stack=stack, calibrate=cal)
+        plan = plan_stack(args.sessions, stack=stack, masters=masters, calibrate=cal)
         for line in plan.describe():
             print(line)
         return 0
@@ -451,7 +452,8 @@ def cli_stack(args) -> int:
         def echo(line: str) -> None:
             bar._bar.write(line, file=sys.stderr)
 
-        result = run_stack(args.sessions, args.output, stack=stack, calibrate=cal, register=reg,
+        result = run_stack(args.sessions, args.output, stack=stack, masters=masters,
+                           calibrate=cal, register=reg,
                            integrate=integ, work_dir=args.work_dir, overwrite=args.overwrite,
                            rejection_maps_dir=args.rejection_maps, progress=bar, cancel=None,
                            log=echo if not getattr(args, "quiet", False) else None)

@@ -29,6 +29,7 @@ class MastersParams(StepParams):
     high: float = 3.0
     temp_tolerance: float = 2.0        # deg C: frames within this are one group
     combine: str = "average"           # average|median
+    memory_limit: str = "2GB"          # a group larger than this is combined in row bands
 
 
 @register_step
