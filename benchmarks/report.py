@@ -102,8 +102,22 @@ def quality_block(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Sections written as Markdown by their own scripts, appended verbatim when present
+# (e.g. seestar_registration.py: issue #4 on the real Seestar frames).
+VERBATIM = ["seestar_registration.md"]
+
+
 def build(results_dir: Path) -> str:
+    text = _build_stages(results_dir)
+    for name in VERBATIM:
+        if (results_dir / name).exists():
+            text += "\n" + (results_dir / name).read_text().rstrip("\n") + "\n"
+    return text
+
+
+def _build_stages(results_dir: Path) -> str:
     docs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
+    docs = [d for d in docs if "summary" in d]  # stage benchmarks (common.Bench) only
     if not docs:
         return "# Benchmark results\n\nNo results yet: run `bash benchmarks/run_all.sh`.\n"
     m = docs[0]["machine"]

@@ -38,5 +38,9 @@ first="${LIGHTS%% *}"
 # shellcheck disable=SC2086
 "$PYTHON" "$here/bench_stack.py" --lights $LIGHTS --reps "$REPS"
 
+# issue #4 on real frames: the Seestar M94 sessions (skipped when the data are absent);
+# last, so that report.py appends its results/seestar_registration.md to RESULTS.md
+"$PYTHON" "$here/seestar_registration.py" --work "$BENCH_DATA/seestar-reg"
+
 "$PYTHON" "$here/report.py"
 echo "== done $(date -Is)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
