@@ -821,6 +821,17 @@ class BadPixelAccumulator:
         """Vote with one raw (or bias/flat-calibrated) light ``(H, W)``."""
         res = _residual(data, self.pattern)
         hot, cold = _thresholds(res, self.pattern, self.hot_sigma, self.cold_sigma)
+        # A hot pixel is a lone spike: its 4 adjacent pixels (other CFA colours, each
+        # measured against its own same-colour neighbours) show no excess. A star core
+        # that stays on the same pixels all night (undithered, e.g. the Seestar M94
+        # sessions) lights its neighbours too and must not be "corrected": that moved
+        # bright-star centroids by up to 1.4 px before registration.
+        adj = np.zeros_like(res)
+        adj[1:] += res[:-1]
+        adj[:-1] += res[1:]
+        adj[:, 1:] += res[:, :-1]
+        adj[:, :-1] += res[:, 1:]
+        hot &= adj < 4 * 0.25 * res
         self.hot += hot
         self.cold += cold
         self.n += 1
