@@ -188,6 +188,13 @@ class MasterSet:
     def all(self) -> list[Master]:
         return [*self.biases, *self.darks, *self.darkflats, *self.flats]
 
+    def release(self) -> None:
+        """Drop pixel data held in memory (masters written to disk reload on use)."""
+        self._cache.clear()
+        for m in self.all():
+            if m.path is not None and Path(m.path).exists():
+                m.image = None
+
     def __len__(self) -> int:
         return len(self.all())
 

@@ -58,7 +58,7 @@ def compare_to_truth(stack_data: np.ndarray, truth: np.ndarray, mask: np.ndarray
 def run_demo(out_dir: str | Path, *, size: tuple[int, int] = (1200, 900), lights: int = 12,
              seed: int = 1, overwrite: bool = False, log=print) -> dict:
     """Simulate a night and run the workflow; return the report as a dict."""
-    from ..core.io import read_image, write_image
+    from ..core.io import read_image
     from ..core.io.export import export_image
     from ..core.progress import TqdmProgress
     from ..core.simulate import NightParams, simulate_night

@@ -320,7 +320,6 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     stars: list[Stars] = []
     quals: list[FrameQuality] = []
     shapes: list[tuple[int, int]] = []
-    needs_debayer = False
     # frames read from disk stay in memory for pass 2 within _CACHE_BYTES
     cache: dict[int, AstroImage] = {}
     cached_bytes = 0
@@ -365,13 +364,6 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         stars.append(s)
         quals.append(q)
         shapes.append(shape)
-        needs_debayer |= cfa
-    if needs_debayer:
-        try:
-            from ..core import debayer as _db  # noqa: F401
-        except ImportError:  # pragma: no cover - depends on the build state
-            raise BadInputError(names[0][1] or names[0][0],
-                                "raw CFA frames need debayering first (napari-astro calibrate)")
     t_measure = time.perf_counter()
 
     # ---- quality rejection relative to the session median
@@ -467,7 +459,8 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
                                   history=hist)
         del img
         if out_path is not None:
-            write_image(reg, targets[i], overwrite=overwrite or resume)
+            # reg is ours alone: its footprint NaN go into its own buffer, not a copy
+            write_image(reg, targets[i], overwrite=overwrite or resume, inplace=True)
             return None
         return reg
 

@@ -305,6 +305,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         else:
             logger(f"[{tag}] reusing {len(items)} calibrated lights")
         timings[f"calibrate[{tag}]"] = time.perf_counter() - t0
+        master_set.release()  # the masters' arrays are not needed until the next filter
 
         # ---- measure, reject, register (resumes per frame)
         t0 = time.perf_counter()

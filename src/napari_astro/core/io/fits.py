@@ -401,7 +401,7 @@ def _exact_card(key: str, value, comment: str):
 
 
 def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bool = False,
-               dtype: str = "float32") -> Path:
+               dtype: str = "float32", inplace: bool = False) -> Path:
     """Write ``image`` as a FITS file, atomically.
 
     Parameters
@@ -416,6 +416,9 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         Pixel type. float16 is stored as float32 of float16-rounded values (FITS has
         no half type) and exists for compact intermediates; uint16 scales [0,1] to
         0..65535 with BZERO 32768.
+    inplace : bool, default False
+        Write the NaN of pixels outside ``image.mask`` into ``image.data`` itself
+        instead of a copy (saves a frame of memory when the caller discards the image).
     """
     p = Path(path)
     header = fits.Header()
@@ -446,7 +449,8 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         if image.mask is not None and not image.mask.all():
             # Pixels outside the footprint are stored as NaN (FITS has no mask in the
             # primary HDU); read_fits turns them back into ``mask``.
-            data = np.array(data, dtype=np.float32, copy=True)
+            if not (inplace and data is image.data):
+                data = np.array(data, dtype=np.float32, copy=True)
             data[..., ~image.mask] = np.nan
             header["FOOTPRNT"] = ("NAN", "pixels outside the footprint are NaN")
         else:
