@@ -246,7 +246,8 @@ def test_several_filters_and_rgb(tmp_path):
                     hdul[0].header["FILTER"] = filt
                     hdul.writeto(session / sub / f"{filt}_{f.name}")
     out = tmp_path / "m.fits"
-    assert main(["stack", str(session), "-o", str(out), "--rgb", "R,G,B", "-q"]) == 0
+    assert main(["stack", str(session), "-o", str(out), "--rgb", "R,G,B", "-q", "--clean"]) == 0
+    assert not (tmp_path / "m.fits.work").exists()  # --clean removed the intermediates
     for filt in "RGB":
         img = read_image(tmp_path / f"m_{filt}.fits")
         assert not img.is_color and img.get("FILTER") == filt
