@@ -196,6 +196,22 @@ def _resolve(command: str) -> Callable[[argparse.Namespace], int]:
     return func
 
 
+def _return_freed_frames_to_the_os() -> None:
+    """Make glibc serve every allocation over 128 KiB with mmap, so a freed frame goes
+    back to the system at once. By default glibc raises that threshold after the first
+    frees and keeps freed frames in its heap: the stack of 20 colour 2000x1500 lights
+    peaked at 620 MB RSS that way, 515 MB with this (same wall time within noise)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD; also stops the dynamic raise
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -206,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    _return_freed_frames_to_the_os()
     try:
         handler = _resolve(args.command)
         return int(handler(args) or 0)
