@@ -135,9 +135,9 @@ def plan_stack(inputs: Sequence[os.PathLike | str], *, stack: StackParams = Stac
         by_filter.setdefault(f.filter or "", []).append(f)
     plan_items = {}
     # A plan needs masters only by their keys: plan against the frames' groups.
-    master_set = MasterSet.from_frames(cal, masters) if hasattr(MasterSet, "from_frames") else None
+    master_set = MasterSet.from_frames(cal, masters)
     for filt, ls in by_filter.items():
-        plan_items[filt] = plan_calibration(ls, master_set, calibrate) if master_set is not None else []
+        plan_items[filt] = plan_calibration(ls, master_set, calibrate)
     # calibrated (16-bit with --float16) + registered (float32) frames
     late = calibrate.debayer and calibrate.debayer_method != "superpixel"
     disk = sum(_frame_bytes(f, stack.float16, calibrate.debayer and not late)
@@ -246,7 +246,9 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     timings["plan"] = time.perf_counter() - t0
     n_filters = len(filters)
     # Progress budget: masters 10%, per filter calibrate 35%, register 35%, integrate 20%.
-    stage = lambda a, b, label: SubProgress(progress, a, b, 100.0, label)  # noqa: E731
+
+    def stage(a: float, b: float, label: str) -> SubProgress:
+        return SubProgress(progress, a, b, 100.0, label)
 
     # ---- masters (reused when the inputs did not change)
     t0 = time.perf_counter()
