@@ -89,11 +89,7 @@ def run(label: str, session: Path, args) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = common.base_argparser(__doc__.split("\n\n")[0])
-    args = ap.parse_args(argv)
-    for label, session in common.sessions_from(args):
-        run(label, session, args)
-    return 0
+    return common.bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -121,13 +121,10 @@ def run(label: str, session: Path, args) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = common.base_argparser(__doc__.split("\n\n")[0])
-    ap.add_argument("--quality-frames", type=int, default=5,
-                    help="registered frames checked against the truth (0: none)")
-    args = ap.parse_args(argv)
-    for label, session in common.sessions_from(args):
-        run(label, session, args)
-    return 0
+    def extra(ap):
+        ap.add_argument("--quality-frames", type=int, default=5,
+                        help="registered frames checked against the truth (0: none)")
+    return common.bench_main(run, __doc__, argv, extra=extra)
 
 
 if __name__ == "__main__":

@@ -340,3 +340,15 @@ def siril_prep(session: Path, label: str, work: Path, upto: str) -> Path:
         raise SystemExit(f"Siril's preparation failed: see {w}/prep-{upto}.log")
     (w / f"prep-{upto}.ok").write_text("ok\n")
     return w
+
+
+def bench_main(run, doc: str, argv=None, *, extra=None) -> int:
+    """The command line every bench_*.py shares: parse, then ``run(label, session,
+    args)`` for each night. ``extra(parser)`` may add options of its own."""
+    ap = base_argparser(doc.split("\n\n")[0])
+    if extra is not None:
+        extra(ap)
+    args = ap.parse_args(argv)
+    for label, session in sessions_from(args):
+        run(label, session, args)
+    return 0
