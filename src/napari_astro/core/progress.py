@@ -83,6 +83,12 @@ class TqdmProgress:
             self._bar.set_postfix_str(message[:60], refresh=False)
         self._bar.refresh()
 
+    def write(self, line: str) -> None:
+        """Print ``line`` on stderr above the bar without breaking it."""
+        import sys
+
+        self._bar.write(line, file=sys.stderr)
+
     def close(self) -> None:
         self._bar.close()
 

@@ -40,10 +40,9 @@ __all__ = ["RegistrationResult", "register_frames", "measure_frame", "cli_regist
            "TRANSFORMS_FILE"]
 
 TRANSFORMS_FILE = "transforms.json"
-# Frames kept in memory between the two passes. 0: re-read them instead, one frame
-# ahead in a thread (a 36 MB colour FITS from the page cache reads in ~0.05 s, hidden
-# behind the resampling), so peak memory stays a few frames whatever the session size.
-_CACHE_BYTES = 0
+# Frames are not kept between the two passes: the second re-reads them in its frame
+# threads (a 36 MB colour FITS from the page cache reads in ~0.05 s, hidden behind the
+# resampling), so peak memory stays a few frames whatever the session size.
 
 
 def _threads() -> int:
@@ -320,9 +319,6 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     stars: list[Stars] = []
     quals: list[FrameQuality] = []
     shapes: list[tuple[int, int]] = []
-    # frames read from disk stay in memory for pass 2 within _CACHE_BYTES
-    cache: dict[int, AstroImage] = {}
-    cached_bytes = 0
     mdir = out_path / ".measure" if (resume and out_path is not None) else None
     measured: dict[int, tuple] = {}
     todo = []
@@ -345,8 +341,7 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
             with atomic_output(mdir / f"{_stem(names[i][0])}.json", overwrite=True) as tmp:
                 tmp.write_text(json.dumps({"stars": s_.to_dict(), "quality": q_.to_dict(),
                                            "shape": list(img.shape2d), "cfa": img.is_cfa}))
-        keep = img if (not isinstance(items[i], AstroImage) and _CACHE_BYTES) else None
-        return s_, q_, img.shape2d, img.is_cfa, keep
+        return s_, q_, img.shape2d, img.is_cfa
 
     # Two frames at a time: the kernels are parallel but reading, the background
     # model and Python glue are not; frame-level threads overlap them (20 colour
@@ -354,13 +349,9 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     with _pool() as pool:
         for k, (i, res) in enumerate(zip(todo, pool.map(_measure_one, todo))):
             report(progress, len(measured) + k, total, f"measured {names[i][0]}", cancel)
-            s_, q_, shape, cfa, keep = res
-            if keep is not None and cached_bytes + keep.data.nbytes <= _CACHE_BYTES:
-                cache[i] = keep
-                cached_bytes += keep.data.nbytes
-            measured[i] = (s_, q_, shape, cfa)
+            measured[i] = res
     for i in range(n):
-        s, q, shape, cfa = measured[i]
+        s, q, shape, _ = measured[i]
         stars.append(s)
         quals.append(q)
         shapes.append(shape)
@@ -434,16 +425,15 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     work = []
     for i in range(n):
         if reasons[i] is not None or transforms[i] is None:
-            cache.pop(i, None)
-        elif resume and targets[i] is not None and targets[i].exists():
-            cache.pop(i, None)
+            continue
+        if resume and targets[i] is not None and targets[i].exists():
             outputs[i] = targets[i]
         else:
             work.append(i)
     from ..core.io import write_image
 
     def _resample_one(i: int):
-        img = cache.pop(i, None) or _load(items[i])
+        img = _load(items[i])
         if img.is_cfa:
             img = _debayer(img, debayer_method, equalize_cfa)
         hist = {"reference": ref_name, "n_matches": matches[i][0],

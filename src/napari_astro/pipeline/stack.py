@@ -438,8 +438,6 @@ def _params_from_args(args):
 def cli_stack(args) -> int:
     """``napari-astro stack SESSION... -o OUT.fits``: progress bar on stderr, decisions
     on stderr and in ``OUT.log``."""
-    import sys
-
     from ..core.progress import TqdmProgress
 
     stack, masters, cal, reg, integ = _params_from_args(args)
@@ -452,14 +450,11 @@ def cli_stack(args) -> int:
         import numba
         numba.set_num_threads(max(1, min(stack.workers, numba.config.NUMBA_NUM_THREADS)))
     with TqdmProgress("stack") as bar:
-        def echo(line: str) -> None:
-            bar._bar.write(line, file=sys.stderr)
-
         result = run_stack(args.sessions, args.output, stack=stack, masters=masters,
                            calibrate=cal, register=reg,
                            integrate=integ, work_dir=args.work_dir, overwrite=args.overwrite,
                            rejection_maps_dir=args.rejection_maps, progress=bar, cancel=None,
-                           log=echo if not getattr(args, "quiet", False) else None)
+                           log=None if args.quiet else bar.write)
     for filt, path in result.outputs.items():
         print(f"{path}")
     print(f"log: {result.log_path}")
