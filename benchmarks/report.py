@@ -1,5 +1,10 @@
 """Write benchmarks/RESULTS.md from the JSON files in benchmarks/results/.
 
+The pre-processing sections are regenerated; every other ``## `` section already in
+RESULTS.md (the other areas' own, e.g. "## Post-processing: ...") is kept, in its
+order, after them, and a ``results/*.md`` this script does not know is appended when
+RESULTS.md has no section of its title yet (one that is there is its owner's text).
+
 Usage::
 
     python benchmarks/report.py [--out benchmarks/RESULTS.md]
@@ -104,7 +109,8 @@ def quality_block(d: dict) -> str:
 
 # Sections written as Markdown by their own scripts, appended verbatim when present
 # (e.g. seestar_registration.py: issue #4 on the real Seestar frames).
-VERBATIM = ["seestar_registration.md"]
+VERBATIM = ["seestar_registration.md", "first_run.md", "distributed.md",
+            "profile_seestar.md"]
 
 
 def build(results_dir: Path) -> str:
@@ -115,9 +121,64 @@ def build(results_dir: Path) -> str:
     return text
 
 
+def _sections(text: str) -> list[tuple[str, str]]:
+    """(title, text) of every ``## `` section (the part before the first: title "")."""
+    out: list = []
+    title, lines = "", []
+    in_code = False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("```"):
+            in_code = not in_code
+        if line.startswith("## ") and not in_code:
+            out.append((title, "".join(lines)))
+            title, lines = line[3:].strip(), []
+        lines.append(line)
+    out.append((title, "".join(lines)))
+    return out
+
+
+def merge(new: str, old: str, results_dir: Path) -> str:
+    """``new`` + the sections of ``old`` it does not have + unknown results/*.md."""
+    have = {t for t, _ in _sections(new) if t}
+    kept = [(t, body) for t, body in _sections(old) if t and t not in have]
+    for p in sorted(results_dir.glob("*.md")):
+        if p.name in VERBATIM:
+            continue
+        secs = [(t, b) for t, b in _sections(p.read_text()) if t]
+        for t, b in secs:
+            if t in have:
+                continue
+            if all(kt != t for kt, _ in kept):   # a section already there is its owner's
+                kept.append((t, b))
+    text = new.rstrip("\n") + "\n"
+    for _, body in kept:
+        text += "\n" + body.strip("\n") + "\n"
+    return text
+
+
+def io_floor_table(docs: list[dict]) -> str:
+    """Each whole run as a multiple of its session's I/O floor (bench_stack.py)."""
+    rows = ["| night | I/O floor s (read inputs once + write the stack) | files | Siril wall / floor "
+            "| ours wall / floor |", "|---|---|---|---|---|"]
+    n = 0
+    for d in docs:
+        fl = d["machine"].get("io_floor")
+        if not fl:
+            continue
+        for stage, r in d["summary"].items():
+            s, o = r["siril"]["wall_s"], r["ours"]["wall_s"]
+            x = fl["seconds"]
+            rows.append(f"| {Path(d['session']).name} | {x:.2f} | {fl['files']} | "
+                        f"{_f(s / x if s else None, 1)} | {_f(o / x if o else None, 1)} |")
+            n += 1
+    return "\n".join(rows) if n else ""
+
+
 def _build_stages(results_dir: Path) -> str:
     docs = [json.loads(p.read_text()) for p in sorted(results_dir.glob("*.json"))]
-    docs = [d for d in docs if "summary" in d]  # stage benchmarks (common.Bench) only
+    # stage benchmarks (common.Bench) only: other areas' JSON files are theirs
+    docs = [d for d in docs if "summary" in d and "machine" in d
+            and any(str(d.get("name", "")).startswith(k + "_") for k in ORDER)]
     if not docs:
         return "# Benchmark results\n\nNo results yet: run `bash benchmarks/run_all.sh`.\n"
     m = docs[0]["machine"]
@@ -155,6 +216,11 @@ def _build_stages(results_dir: Path) -> str:
             continue
         out += [f"## {TITLES[kind]}", "", stage_table(ds), "",
                 f"Repetitions (wall): {reps_line(ds)}", ""]
+        if kind == "stack" and io_floor_table(ds):
+            out += ["The I/O floor: the time to read every input file once and write a "
+                    "file of the stack's size on this machine (files in the page cache, "
+                    "as for the runs; median of 3), and each run's wall time as a "
+                    "multiple of it:", "", io_floor_table(ds), ""]
         for d in ds:
             qb = quality_block(d)
             if qb:
@@ -192,7 +258,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "RESULTS.md"))
     a = ap.parse_args(argv)
     text = build(Path(a.results))
-    Path(a.out).write_text(text)
+    out = Path(a.out)
+    text = merge(text, out.read_text() if out.exists() else "", Path(a.results))
+    out.write_text(text)
     print(f"wrote {a.out}")
     return 0
 

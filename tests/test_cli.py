@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from napari_astro import cli
 from napari_astro.cli import HANDLERS, build_parser, main
+from napari_astro.core.errors import NotBuiltError
 
 CLI_MD = ["demo", "simulate", "masters", "calibrate", "register", "integrate", "stack", "crop",
           "background", "color", "denoise", "stretch", "curves", "export", "process", "capture"]
@@ -24,6 +26,15 @@ def test_every_subcommand_of_cli_md_is_registered():
                                   ["process", "a.fits", "-o", "out"],
                                   ["capture", "seq.toml", "-o", "out"]])
 def test_unbuilt_subcommands_say_so(argv, capsys, tmp_path):
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    if sub.choices[argv[0]].get_default("_step_command"):
+        pytest.skip(f"{argv[0]} is built now (from the step registry)")
+    try:
+        cli._resolve(argv[0])
+        pytest.skip(f"{argv[0]} has a handler now")
+    except NotBuiltError:
+        pass
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not built yet" in err[0] and argv[0] in err[0]

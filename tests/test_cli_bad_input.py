@@ -28,10 +28,10 @@ PHRASES = {"truncated": "truncated", "text": "not a FITS file", "empty": "empty 
 
 def _masters_built() -> bool:
     try:
-        from napari_astro.pipeline import calibrate
+        from napari_astro.pipeline import masters
     except ImportError:
         return False
-    return hasattr(calibrate, "cli_masters")
+    return hasattr(masters, "cli_masters")
 
 
 needs_masters = pytest.mark.skipif(not _masters_built(), reason="masters not built yet")
@@ -128,3 +128,84 @@ def test_masters_cli_missing_session(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and str(missing) in err[0]
     _assert_nothing_written(tmp_path / "out")
+
+
+# ------------------------------------------------- pre-processing: checked before any work
+@pytest.fixture(scope="module")
+def small_night(tmp_path_factory):
+    from napari_astro.core.simulate import NightParams, simulate_night
+
+    root = tmp_path_factory.mktemp("small") / "night"
+    simulate_night(root, NightParams(width=128, height=96, n_lights=3, n_darks=2, n_flats=2,
+                                     n_biases=2, seed=4))
+    return root
+
+
+def _one_line_exit_2(argv, capsys) -> str:
+    status = cli.main(argv)
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert status == 2, captured.err
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_stack_one_light_names_the_folder(small_night, tmp_path, capsys):
+    session = tmp_path / "one"
+    shutil.copytree(small_night / "bias", session / "bias")
+    (session / "lights").mkdir()
+    shutil.copy(small_night / "lights" / "light_0001.fits", session / "lights")
+    out = tmp_path / "o.fits"
+    line = _one_line_exit_2(["stack", str(session), "-o", str(out)], capsys)
+    assert str(session) in line and "found 1 light; integration needs at least 2" in line
+    assert not out.exists() and not (tmp_path / "o.fits.work").exists()
+
+
+def test_stack_no_lights_leaves_nothing(small_night, tmp_path, capsys):
+    out = tmp_path / "o.fits"
+    line = _one_line_exit_2(["stack", str(small_night / "darks"), "-o", str(out)], capsys)
+    assert "no light frames" in line and str(small_night / "darks") in line
+    assert sorted(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def immutable_dir(tmp_path):
+    """A folder nobody (root included) can write into: ``chattr +i``."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not available to make a folder immutable")
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here (needs root on a filesystem with "
+                    "attributes)")
+    try:
+        probe = folder / "probe"
+        try:
+            probe.write_text("x")
+        except OSError:
+            pass
+        else:  # pragma: no cover - the attribute did not take
+            probe.unlink()
+            pytest.skip("the immutable attribute does not stop writes here")
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+
+
+@pytest.mark.parametrize("command", ["stack", "integrate", "masters", "calibrate", "register"])
+def test_output_in_a_read_only_folder_is_exit_2(command, small_night, immutable_dir, tmp_path,
+                                                capsys):
+    lights = sorted((small_night / "lights").glob("*.fits"))
+    work = tmp_path / "work"
+    argv = {
+        "stack": ["stack", str(small_night), "-o", str(immutable_dir / "s.fits"),
+                  "--work-dir", str(work)],
+        "integrate": ["integrate", *map(str, lights), "-o", str(immutable_dir / "i.fits")],
+        "masters": ["masters", str(small_night), "-o", str(immutable_dir / "m")],
+        "calibrate": ["calibrate", str(small_night), "-o", str(immutable_dir / "c")],
+        "register": ["register", *map(str, lights), "-o", str(immutable_dir / "r")],
+    }[command]
+    line = _one_line_exit_2(argv, capsys)
+    assert str(immutable_dir) in line and "not writable" in line
+    assert list(immutable_dir.iterdir()) == []
+    assert not work.exists()                  # refused before the work folder was made

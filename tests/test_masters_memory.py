@@ -6,6 +6,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from napari_astro.pipeline.params import Execution
+
 from napari_astro.core.frames import scan_frames
 from napari_astro.core.simulate import NightParams, simulate_night
 from napari_astro.pipeline.calibrate import build_masters
@@ -22,7 +24,7 @@ def cal_frames(tmp_path_factory):
 
 def _build(frames, limit):
     tracemalloc.start()
-    ms = build_masters(frames, None, MastersParams(memory_limit=limit))
+    ms = build_masters(frames, None, MastersParams(), execution=Execution(memory_limit=limit))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return ms, peak

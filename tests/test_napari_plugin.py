@@ -89,27 +89,45 @@ def test_colour_fits_opens_as_one_rgb_layer(make_napari_viewer, tmp_path):
     assert len(layers) == 1
     layer = layers[0]
     assert layer.rgb and layer.data.shape == (H, W, 3)
-    np.testing.assert_array_equal(np.asarray(layer.data), np.moveaxis(img.data, 0, -1))
     meta = layer.metadata["astro"]
+    # The linear data are kept exactly (what steps and writers read)...
+    from napari_astro.widgets._layers import layer_to_image
+
+    np.testing.assert_array_equal(layer_to_image(layer).data, img.data)
     assert meta["header"]["OBJECT"] == "Test field"
     assert any(h.startswith("pre.integrate") for h in meta["history"])
-    # Linear data are shown stretched: black point near the sky, white below the stars' peak.
-    lo, hi = layer.contrast_limits
-    assert 0.0 < lo < 0.08 < hi < 0.95
-    assert 0.2 <= layer.gamma < 1.0
+    # ...and shown with one auto-stretch per channel: each channel's sky (median) is
+    # between that channel's black and white points and shows as a dim grey.
+    assert meta["display"]["mode"] == "unlinked"
+    shown = np.asarray(layer.data)
+    for c in range(3):
+        lo, hi = meta["display"]["limits"][c]
+        sky = float(np.median(img.data[c]))
+        assert lo < sky < hi
+        assert 0.1 < float(np.median(shown[..., c])) < 0.45
+    assert tuple(layer.contrast_limits) == (0.0, 1.0)
 
 
-def test_cfa_fits_opens_as_mono_mosaic(make_napari_viewer, tmp_path):
+def test_cfa_fits_opens_as_debayered_preview_with_the_mosaic_kept(make_napari_viewer, tmp_path):
     rng = np.random.default_rng(1)
     mosaic = AstroImage(rng.uniform(0.1, 0.2, (H, W)).astype(np.float32), bayer="GRBG")
     mosaic.header["IMAGETYP"] = "Light Frame"
     path = write_image(mosaic, tmp_path / "light_001.fits")
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path), plugin="napari-astro")
-    assert not layer.rgb and layer.data.shape == (H, W)
-    assert layer.metadata["astro"]["bayer"] == "GRBG"
+    assert layer.rgb and layer.data.shape == (H, W, 3)  # a colour preview
+    meta = layer.metadata["astro"]
+    assert meta["bayer"] == "GRBG" and meta["kind"] == "cfa-preview"
     assert "CFA GRBG" in layer.name
-    np.testing.assert_array_equal(np.asarray(layer.data), mosaic.data)
+    np.testing.assert_array_equal(np.asarray(meta["mosaic"]), mosaic.data)
+    from napari_astro.widgets._layers import layer_to_image
+
+    back = layer_to_image(layer)  # a step or writer sees the file's mosaic
+    assert back.bayer == "GRBG"
+    np.testing.assert_array_equal(back.data, mosaic.data)
+    # The mosaic itself on request.
+    ((data, kw, _),) = read_layers(str(path), cfa="mosaic")
+    assert not kw["rgb"] and np.array_equal(data, mosaic.data)
 
 
 # --------------------------------------------------------------------------- writers
@@ -164,10 +182,13 @@ def test_plugins_menu_lists_widgets_in_workflow_order(make_napari_viewer):
 
     mf = npe2.PluginManager.instance().get_manifest("napari-astro")
     names = [w.display_name for w in mf.contributions.widgets]
-    order = ["Capture", "Calibration", "Registration", "Integration", "Stack a night"]
-    present = [n for n in order if n in names]
-    assert present == [n for n in names if n in order]
-    assert names[: len(present)] == present
+    # Capture first, then the pre-processing steps in order, then post-processing.
+    pre = ["Calibration", "Registration", "Integration", "Stack a night"]
+    idx = [names.index(n) for n in pre]
+    assert idx == sorted(idx)
+    capture = [n for n in ("Equipment", "Capture sequence", "Live stack") if n in names]
+    assert all(names.index(c) < idx[0] for c in capture)
+    assert all(names.index(n) > idx[-1] for n in names if n not in pre and n not in capture)
     viewer = make_napari_viewer()
     menu = viewer.window.plugins_menu
     texts = []

@@ -69,7 +69,8 @@ def test_wheel_ships_the_manifest(wheel):
     # The manifest is a real file in the wheel (the repository keeps a symlink).
     assert manifest == (ROOT / "napari.yaml").read_text()
     assert "[napari.manifest]" in entry_points
-    assert "napari-astro = napari_astro:napari.yaml" in entry_points
+    assert "napari-astro = napari_astro._plugin:napari.yaml" in entry_points
+    assert zf_names_has(names, "napari_astro/_plugin/napari.yaml")
     assert "Classifier: Framework :: napari" in metadata
     for module in ("_reader.py", "_writer.py", "widgets/_base.py", "widgets/stack.py"):
         assert f"napari_astro/{module}" in names
@@ -124,7 +125,9 @@ def test_installed_wheel_is_discovered(venv):
     import napari_astro
 
     assert info["version"] == napari_astro.__version__
-    assert info["widgets"][:4] == ["Calibration", "Registration", "Integration", "Stack a night"]
+    widgets = info["widgets"]
+    assert widgets.index("Calibration") < widgets.index("Registration") < \
+        widgets.index("Integration") < widgets.index("Stack a night") < widgets.index("Crop")
     assert "napari-astro" in info["readers"]
 
 
@@ -132,3 +135,39 @@ def test_npe2_validate_from_the_installed_wheel(venv):
     py = venv / "bin" / "python"
     out = _run([str(py), "-m", "npe2", "validate", "napari-astro", "--imports"])
     assert "valid" in (out.stdout + out.stderr).lower()
+
+
+def zf_names_has(names, name) -> bool:
+    return name in names
+
+
+def test_discovery_makes_napari_astro_the_reader_of_fits(venv, tmp_path):
+    """napari's plugin discovery alone (no napari-astro code asked for) makes
+    napari-astro the preferred reader of .fit/.fits, so the first file dropped on a
+    fresh napari opens without a reader dialog; a user's own choice is kept."""
+    py = venv / "bin" / "python"
+    code = textwrap.dedent("""
+        import json, sys
+        import napari
+        from napari.settings import get_settings
+        from napari.plugins import _initialize_plugins
+        pre = dict(get_settings().plugins.extension2reader)
+        _initialize_plugins()
+        from npe2 import PluginManager
+        PluginManager.instance().discover()
+        prefs = dict(get_settings().plugins.extension2reader)
+        print(json.dumps({"pre": pre, "prefs": prefs}))
+    """)
+    import os
+
+    env = dict(os.environ, NAPARI_CONFIG=str(tmp_path / "settings.yaml"))
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    import json
+
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "*.fit" not in info["pre"]
+    assert info["prefs"].get("*.fit") == "napari-astro"
+    assert info["prefs"].get("*.fits") == "napari-astro"
+    assert info["prefs"].get("*.xisf") == "napari-astro"

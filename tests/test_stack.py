@@ -129,9 +129,10 @@ def test_interrupted_run_resumes_to_the_same_result(night, tmp_path):
 
     out = tmp_path / "resumed.fits"
     work = tmp_path / "resumed.fits.work"
+    errfile = tmp_path / "stderr.txt"
     proc = subprocess.Popen([str(NAPARI_ASTRO), "stack", str(night), "-o", str(out),
                              "--reference", ref], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=errfile.open("w"))
     killed = False
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -142,7 +143,8 @@ def test_interrupted_run_resumes_to_the_same_result(night, tmp_path):
             break
         time.sleep(0.01)
     proc.wait()
-    assert killed, "the run finished before it could be interrupted"
+    assert killed, ("the run finished before it could be interrupted: "
+                    + errfile.read_text()[-2000:])
     n_done = len(list((work / "registered_none").glob("r_*.fits")))
     assert 2 <= n_done < 8
     assert not out.exists()

@@ -50,6 +50,14 @@ def _wait(qtbot, widget, timeout: int = WAIT_MS) -> None:
         raise widget.last_error
 
 
+def _linear(layer) -> np.ndarray:
+    """The linear image behind a layer (colour: channel-first; the layer itself may
+    show a per-channel display stretch)."""
+    from napari_astro.widgets._layers import layer_to_image
+
+    return layer_to_image(layer).data
+
+
 def _run(qtbot, widget, timeout: int = WAIT_MS):
     worker = widget.run()
     assert worker is not None, widget.status.text()
@@ -135,10 +143,18 @@ def test_params_form_widgets_and_parsing(qtbot):
     assert form.value().note is None  # blank Optional = None
     form.set_value(ToyParams(gain=7.0, box=(9,)))
     assert form.value() == ToyParams(gain=7.0, box=(9,))
+    # Optional numbers: an "auto" box + a spin box (auto = None), never free text.
     fform = ParamsForm(all_steps()["pre.integrate"])
-    fform["low"].value = "abc"
-    with pytest.raises(BadInputError, match="low"):
-        fform.value()
+    assert fform["low"].auto and fform.value().low is None
+    fform["low"].value = 2.5
+    assert not fform["low"].auto and fform.value().low == 2.5
+    fform["low"].value = None
+    assert fform.value().low is None
+    # Text the dataclass cannot take is a BadInputError naming the field.
+    form["mode"].value = "a"
+    form["gain"].value = 1.0
+    with pytest.raises(BadInputError, match="note"):
+        form.value(note=5)
 
 
 def test_image_step_runs_in_a_worker_with_progress(make_napari_viewer, qtbot):
@@ -161,7 +177,11 @@ def test_image_step_runs_in_a_worker_with_progress(make_napari_viewer, qtbot):
     _wait(qtbot, widget)
     timer.stop()
     out = viewer.layers["stack [test.toy]"]
-    np.testing.assert_allclose(out.data, np.moveaxis(img.data, 0, -1) * 3.0, rtol=1e-6)
+    # The layer shows a per-channel display stretch; the linear result is behind it.
+    from napari_astro.widgets._layers import layer_to_image
+
+    np.testing.assert_allclose(layer_to_image(out).data, img.data * 3.0, rtol=1e-6)
+    assert out.metadata["astro"]["display"]["mode"] == "unlinked"
     hist = out.metadata["astro"]["history"]
     assert hist[0].startswith("pre.integrate") and hist[-1].startswith("test.toy")
     assert '"gain": 3.0' in hist[-1]
@@ -175,8 +195,7 @@ def test_image_step_runs_in_a_worker_with_progress(make_napari_viewer, qtbot):
     widget.form["gain"].value = 1.0
     _run(qtbot, widget)
     assert [layer.name for layer in viewer.layers].count("stack [test.toy]") == 1
-    np.testing.assert_allclose(viewer.layers["stack [test.toy]"].data,
-                               np.moveaxis(img.data, 0, -1), rtol=1e-6)
+    np.testing.assert_allclose(_linear(viewer.layers["stack [test.toy]"]), img.data, rtol=1e-6)
 
 
 def test_cancel_stops_the_job_and_adds_nothing(make_napari_viewer, qtbot):
@@ -276,7 +295,7 @@ def test_calibration_widget(make_napari_viewer, qtbot, night):
     preview = viewer.layers["calibrated preview"]
     assert preview.rgb and preview.data.shape == (200, 300, 3)  # debayered
     # The calibrated reference light is the simulated sky (up to scale and offset).
-    cal = np.moveaxis(np.asarray(preview.data), -1, 0)
+    cal = _linear(preview)
     for c in range(3):
         got, want = _blocks(cal[c]), _blocks(night.sky[c])
         print("calibration block corr", c, _corr(got, want))
@@ -300,7 +319,7 @@ def test_calibration_widget_accepts_layers(make_napari_viewer, qtbot, night):
     _run(qtbot, widget)
     (name,) = [layer.name for layer in viewer.layers if layer.name.startswith("master ")]
     master = np.asarray(viewer.layers[name].data)
-    raw = np.mean([np.asarray(layer.data) for layer in viewer.layers
+    raw = np.mean([_linear(layer) for layer in viewer.layers  # the mosaics behind the previews
                    if not layer.name.startswith("master")], axis=0)
     assert master.shape == raw.shape
     # Three biases averaged (with rejection): close to their plain mean.
@@ -378,7 +397,7 @@ def test_integration_widget(make_napari_viewer, qtbot, night):
     print("integration widget run", time.monotonic() - t0)
     out = viewer.layers["integration"]
     assert out.rgb and out.data.shape == (200, 300, 3)
-    stacked = np.moveaxis(np.asarray(out.data), -1, 0)
+    stacked = _linear(out)
     resid = stacked - sky
     # Noise down by ~sqrt(6) (Winsorized rejection costs a little), trail rejected.
     noise = 1.4826 * np.median(np.abs(resid - np.median(resid)))
@@ -419,7 +438,7 @@ def test_stack_widget(make_napari_viewer, qtbot, night, tmp_path):
     _wait_or_skip_unbuilt(qtbot, widget)
     out = viewer.layers["stack"]
     assert out.rgb and out.data.shape == (200, 300, 3)
-    stacked = np.moveaxis(np.asarray(out.data), -1, 0)
+    stacked = _linear(out)
     for c in range(3):
         print("stack corr", c, _corr(_blocks(stacked[c]), _blocks(night.sky[c])))
         assert _corr(_blocks(stacked[c]), _blocks(night.sky[c])) > 0.98
@@ -480,7 +499,7 @@ def test_docked_plugin_widget_runs_through_the_viewer_proxy(make_napari_viewer, 
     assert widget.viewer is not viewer  # a proxy
     widget.layers_picker.widget.value = [widget.layers_picker.widget.choices[0]]
     _run(qtbot, widget)
-    out = np.asarray(viewer.layers["integration"].data)
+    out = _linear(viewer.layers["integration"])
     assert out.shape == base.shape
     assert np.abs(out - base).std() < 0.01 / np.sqrt(5) * 1.3
     assert layer in viewer.layers

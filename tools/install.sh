@@ -14,8 +14,18 @@ $SUDO apt-get install -y -qq --no-install-recommends \
     libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
     libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xfixes0 \
     libxcb-xkb1 libx11-xcb1 >/dev/null
+# Capture (INDI server and simulators; pyindi-client's dbus-python builds against these)
+# and offline plate solving (Tycho-2 index files for fields of about 1-5 degrees).
+$SUDO apt-get install -y -qq --no-install-recommends \
+    indi-bin libdbus-1-dev libglib2.0-dev pkg-config \
+    astrometry-data-tycho2-08-littleendian astrometry-data-tycho2-09-littleendian \
+    astrometry-data-tycho2-10-19-littleendian >/dev/null
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q -U pip
 .venv/bin/python -m pip install -q -e ".[all,testing]"
 echo "napari-astro installed in $(pwd)/.venv"
+# Compile the numba kernels now (a tiny simulated night, full and lights-only), so the
+# first real stack after installing is not a compile run (measured: 12x a warm run).
+.venv/bin/python -c "from napari_astro.pipeline.stack import warm_up; print(f'kernels compiled in {warm_up():.0f} s')" \
+    || echo "warm-up failed: the kernels will compile on first use"

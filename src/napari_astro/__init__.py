@@ -10,3 +10,17 @@ __version__ = "0.1.0"
 from .core.image import AstroImage  # noqa: E402
 
 __all__ = ["AstroImage", "__version__"]
+
+
+def _prefer_our_reader_when_napari_discovers_us() -> None:
+    """At napari's plugin discovery (see ``_plugin/__init__``): napari-astro becomes the
+    preferred reader of our patterns that have no preference yet. Never imports napari."""
+    import sys
+
+    if "napari" in sys.modules:
+        from ._reader import prefer_napari_astro
+
+        prefer_napari_astro()
+
+
+_prefer_our_reader_when_napari_discovers_us()

@@ -30,8 +30,10 @@ def sample_stack(width: int = 800, height: int = 600, seed: int = 1) -> list[tup
         One ``(data, meta, "image")``: an RGB layer of the float32 linear stack
         (values in [0, 1]) with header and HISTORY in ``metadata["astro"]``.
     """
+    from ._reader import prefer_napari_astro
     from .core.simulate import NightModel, NightParams
 
+    prefer_napari_astro()
     p = NightParams(width=width, height=height, n_lights=1, seed=seed, satellite=False)
     model = NightModel(p)
     sky = model.truth_sky()

@@ -19,8 +19,8 @@ from .core.errors import BadInputError, NotBuiltError
 HANDLERS: dict[str, str] = {
     "demo": "napari_astro.pipeline.demo:cli_demo",
     "simulate": "napari_astro.pipeline.simulate:cli_simulate",
-    "masters": "napari_astro.pipeline.calibrate:cli_masters",
-    "calibrate": "napari_astro.pipeline.calibrate:cli_calibrate",
+    "masters": "napari_astro.pipeline.masters:cli_masters",
+    "calibrate": "napari_astro.pipeline.calflow:cli_calibrate",
     "register": "napari_astro.pipeline.register:cli_register",
     "integrate": "napari_astro.pipeline.integrate:cli_integrate",
     "stack": "napari_astro.pipeline.stack:cli_stack",
@@ -31,9 +31,14 @@ HANDLERS: dict[str, str] = {
     "stretch": "napari_astro.pipeline.post:cli_stretch",
     "curves": "napari_astro.pipeline.post:cli_curves",
     "export": "napari_astro.pipeline.post:cli_export",
-    "process": "napari_astro.pipeline.post:cli_process",
+    "process": "napari_astro.pipeline.recipes:cli_process",
     "capture": "napari_astro.capture.cli:cli_capture",
+    "live": "napari_astro.capture.cli:cli_live",
 }
+
+# Commands whose parser and handler come from the step registry (pipeline/stepcli.py)
+# once a step claims them; until then they say "not built yet".
+_REGISTRY_COMMANDS = {"crop", "background", "color", "denoise", "stretch", "curves", "export"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,143 +46,146 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message}\n")
 
 
-def _integrate_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("integration")
-    g.add_argument("--rejection", default=None,
-                   choices=["none", "sigma", "winsorized", "linear-fit", "percentile", "gesd",
-                            "minmax"], help="pixel rejection (default winsorized)")
-    g.add_argument("--low", type=float, default=None,
-                   help="low rejection threshold (sigma; percentile: fraction of the median; "
-                        "minmax: count; gesd: max outlier fraction)")
-    g.add_argument("--high", type=float, default=None,
-                   help="high rejection threshold (gesd: significance)")
-    g.add_argument("--weighting", default=None, choices=["none", "noise", "fwhm", "stars"])
-    g.add_argument("--normalization", default=None,
-                   choices=["none", "additive", "multiplicative", "additive-scaling"])
-    g.add_argument("--combine", default=None, choices=["average", "median", "sum"])
-    g.add_argument("--rejection-maps", metavar="DIR", default=None,
-                   help="write low/high rejection maps into DIR")
-    g.add_argument("--memory-limit", default=None, help="e.g. 2GB (default 2GB)")
-    g.add_argument("--scheduler", default=None, help="Dask distributed scheduler address")
+def _pre_options(p: argparse.ArgumentParser, *steps: str) -> None:
+    """The options of the pre-processing steps, generated from their dataclasses
+    (``pipeline/steps.py``: defaults, units, ranges and choices live there only)."""
+    from .pipeline import steps as st
+    from .pipeline.cliargs import add_params_arguments
+
+    for name in steps:
+        if name == "masters-prefixed":
+            g = p.add_argument_group("masters (of the calibration frames)")
+            add_params_arguments(g, st.MastersParams, prefix="masters_")
+            continue
+        cls = {"masters": st.MastersParams, "calibrate": st.CalibrateParams,
+               "register": st.RegisterParams, "integrate": st.IntegrateParams,
+               "stack": st.StackParams}[name]
+        add_params_arguments(p.add_argument_group(cls.TITLE.lower()), cls)
+        if name == "integrate":
+            p.add_argument("--rejection-maps", metavar="DIR", default=None,
+                           help="write the low/high rejection maps into DIR")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipeline.steps import add_execution_arguments
+
     parser = _Parser(prog="napari-astro",
                      description="From the telescope to the finished picture (see CLI.md).")
     parser.add_argument("--version", action="store_true", help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
 
-    p = sub.add_parser("demo", help="simulate a night and run the whole workflow")
+    p = sub.add_parser("demo", help="simulate a night and run the whole workflow",
+                       formatter_class=fmt)
     p.add_argument("-o", "--output", default="napari-astro-demo", help="output folder")
-    p.add_argument("--size", default="1200x900", help="WxH of the simulated sensor")
-    p.add_argument("--lights", type=int, default=12)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--size", default="1200x900", help="WxH of the simulated sensor [px]")
+    p.add_argument("--lights", type=int, default=12, help="light frames")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace what an earlier demo wrote in the folder (nothing else)")
 
-    p = sub.add_parser("simulate", help="simulate a night's raw frames with known truth")
+    p = sub.add_parser("simulate", help="simulate a night's raw frames with known truth",
+                       formatter_class=fmt)
     p.add_argument("dir", help="output folder")
-    p.add_argument("--size", default="2000x1500", help="WxH (default 2000x1500)")
-    p.add_argument("--lights", type=int, default=20)
-    p.add_argument("--darks", type=int, default=None)
-    p.add_argument("--flats", type=int, default=None)
-    p.add_argument("--biases", type=int, default=None)
+    p.add_argument("--size", default="2000x1500", help="WxH [px]")
+    p.add_argument("--lights", type=int, default=20, help="light frames")
+    p.add_argument("--darks", type=int, default=None, help="dark frames (default: simulator's)")
+    p.add_argument("--flats", type=int, default=None, help="flat frames (default: simulator's)")
+    p.add_argument("--biases", type=int, default=None, help="bias frames (default: simulator's)")
     p.add_argument("--mono", action="store_true", help="mono sensor instead of one-shot colour")
-    p.add_argument("--bayer", default="RGGB", choices=["RGGB", "BGGR", "GRBG", "GBRG"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bayer", default="RGGB", choices=["RGGB", "BGGR", "GRBG", "GBRG"],
+                   help="CFA pattern of the one-shot-colour sensor")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("masters", help="build master bias/dark/flat/flat-dark")
     p.add_argument("sessions", nargs="+", metavar="SESSION")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--rejection", default=None)
-    p.add_argument("--low", type=float, default=None)
-    p.add_argument("--high", type=float, default=None)
-    p.add_argument("--temp-tolerance", type=float, default=None)
-    p.add_argument("--memory-limit", default=None,
-                   help="combine groups larger than this in row bands (default 2GB)")
+    _pre_options(p, "masters")
+    add_execution_arguments(p, workers=False)
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("calibrate", help="calibrate lights with masters")
     p.add_argument("sessions", nargs="+", metavar="SESSION")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--no-debayer", action="store_true")
-    p.add_argument("--debayer-method", default=None, choices=["rcd", "vng", "bilinear", "superpixel"])
-    p.add_argument("--bayer", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"])
-    p.add_argument("--dark-mode", default=None, choices=["match", "scale", "optimize"])
-    p.add_argument("--no-cosmetic", action="store_true")
-    p.add_argument("--equalize-cfa", action="store_true")
     p.add_argument("--masters", default=None, metavar="DIR", help="reuse masters from DIR")
     p.add_argument("--bad-pixel-map", default=None, metavar="FILE",
                    help="hot/cold pixel map (FITS or CSV) to correct in every light")
     p.add_argument("--save-bad-pixel-map", default=None, metavar="FILE",
                    help="write the detected hot/cold pixel map (FITS or CSV)")
-    p.add_argument("--pedestal", type=float, default=None,
-                   help="(minimum) pedestal added after calibration, [0,1] units")
-    p.add_argument("--temp-tolerance", type=float, default=None,
-                   help="deg C for grouping and dark matching (default 2)")
-    p.add_argument("--rejection", default=None, help="rejection for the masters")
-    p.add_argument("--low", type=float, default=None)
-    p.add_argument("--high", type=float, default=None)
+    _pre_options(p, "calibrate", "masters-prefixed")
+    add_execution_arguments(p, workers=False)
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("register", help="align frames onto a reference")
     p.add_argument("frames", nargs="+", metavar="FRAMES")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--reference", default=None, metavar="FILE")
-    p.add_argument("--model", default=None, choices=["shift", "similarity", "affine", "homography"])
-    p.add_argument("--interpolation", default=None, choices=["lanczos3", "bicubic", "bilinear"])
-    p.add_argument("--no-clamp", action="store_true", help="no ringing clamp for Lanczos/bicubic")
-    p.add_argument("--detection-sigma", type=float, default=None, help="star threshold (default 5)")
-    p.add_argument("--max-stars", type=int, default=None, help="stars per frame (default 250)")
-    p.add_argument("--max-fwhm-ratio", type=float, default=None,
-                   help="reject frames with FWHM > ratio x session median (default 1.5)")
-    p.add_argument("--min-stars-ratio", type=float, default=None,
-                   help="reject frames with stars < ratio x session median (default 0.3)")
+    _pre_options(p, "register")
+    add_execution_arguments(p, memory=False)
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("integrate", help="stack registered frames")
     p.add_argument("frames", nargs="+", metavar="FRAMES")
     p.add_argument("-o", "--output", required=True, metavar="OUT.fits")
-    _integrate_options(p)
+    _pre_options(p, "integrate")
+    add_execution_arguments(p, workers=False, scheduler=True)
     p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("stack", help="a night's folder(s) to a stacked master")
     p.add_argument("sessions", nargs="+", metavar="SESSION")
     p.add_argument("-o", "--output", required=True, metavar="OUT.fits")
-    p.add_argument("--reference", default=None, metavar="FILE")
-    _integrate_options(p)
-    p.add_argument("--work-dir", default=None)
-    p.add_argument("--dry-run", action="store_true")
-    p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--workers", type=int, default=None, help="threads for every stage "
-                   "(default: all cores)")
-    p.add_argument("--float16", action="store_true",
-                   help="16-bit calibrated intermediates: half the disk; stored as scaled "
-                        "16-bit integers, finer than float16 over [0, 1]")
+    p.add_argument("--work-dir", default=None, metavar="DIR",
+                   help="intermediate files (default OUT.work); a re-run reuses what is "
+                        "unchanged there")
+    p.add_argument("--dry-run", action="store_true", help="show the plan, write nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="only the progress bar on stderr")
-    p.add_argument("--rgb", default=None, metavar="R,G,B",
-                   help="combine these three mono filter stacks into OUT_RGB.fits")
-    p.add_argument("--clean", action="store_true", help="delete intermediate files at the end")
-    p.add_argument("--no-debayer", action="store_true")
-    p.add_argument("--bayer", default=None, choices=["RGGB", "BGGR", "GRBG", "GBRG"])
+    _pre_options(p, "stack", "masters-prefixed", "calibrate", "register", "integrate")
+    add_execution_arguments(p, scheduler=True)
     p.add_argument("--overwrite", action="store_true")
 
+    # Image steps (post-processing, masks, export): generated from the step registry.
+    from .pipeline.stepcli import add_step_commands
+
+    built = add_step_commands(sub, skip=set(HANDLERS) - _REGISTRY_COMMANDS)
     for name, helptext in [("crop", "crop an image"), ("background", "background extraction"),
                            ("color", "colour calibration"), ("denoise", "noise reduction"),
                            ("stretch", "stretch"), ("curves", "saturation curves"),
                            ("export", "export 8/16-bit TIFF/PNG/JPEG")]:
+        if name in built:
+            continue
         p = sub.add_parser(name, help=helptext + " (not built yet)")
         p.add_argument("input", metavar="IN")
         p.add_argument("output", metavar="OUT")
         p.add_argument("rest", nargs=argparse.REMAINDER)
-    p = sub.add_parser("process", help="post-processing recipe (not built yet)")
-    p.add_argument("input", metavar="IN")
-    p.add_argument("-o", "--output", required=True)
-    p.add_argument("--recipe", default=None)
-    p = sub.add_parser("capture", help="run a capture sequence over INDI (not built yet)")
-    p.add_argument("--server", default="localhost:7624")
+    p = sub.add_parser("process", help="run a post-processing recipe (default: the nine-step "
+                       "post-processing of a night)")
+    p.add_argument("input", metavar="IN", help="linear stack (FITS/XISF)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="result (.fits .xisf .tif .png .jpg)")
+    p.add_argument("--recipe", default=None, metavar="FILE.toml",
+                   help="[[step]] tables (default: the built-in nine-step recipe)")
+    p.add_argument("--save-recipe", default=None, metavar="FILE.toml",
+                   help="also write the steps as run, every parameter spelled out")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p = sub.add_parser("capture", help="run a capture sequence over INDI (docs/CAPTURE.md)")
+    p.add_argument("--server", default="localhost:7624", metavar="HOST:PORT",
+                   help="indiserver to use (default localhost:7624)")
+    p.add_argument("--start-server", action="store_true",
+                   help="start a local indiserver on --server's port with the sequence's "
+                   "drivers (default: the INDI simulators) and stop it at the end")
     p.add_argument("sequence", metavar="SEQUENCE.toml")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="folder of the frames (a stopped run restarts where it stopped)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only the progress bar on stderr")
+    p = sub.add_parser("live", help="live stack: calibrate, register and add each new light "
+                       "that appears in DIR; writes the stack on Ctrl-C")
+    p.add_argument("folder", metavar="DIR")
+    p.add_argument("-o", "--output", default=None, metavar="OUT.fits",
+                   help="stack file (default DIR/live-stack.fits)")
+    p.add_argument("--masters", default=None, metavar="DIR", help="master bias/dark/flat to calibrate with")
+    p.add_argument("--poll", type=float, default=1.0, metavar="S", help="folder polling interval")
+    p.add_argument("--once", action="store_true", help="stack what is there and stop")
+    p.add_argument("--overwrite", action="store_true")
     return parser
 
 
@@ -224,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     _return_freed_frames_to_the_os()
     try:
+        if getattr(args, "_step_command", None):
+            from .pipeline.stepcli import cli_step
+            return int(cli_step(args) or 0)
         handler = _resolve(args.command)
         return int(handler(args) or 0)
     except NotBuiltError:

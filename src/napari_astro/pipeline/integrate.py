@@ -1,9 +1,14 @@
-"""Integration step over files: parameters -> strategies, rejection maps, the CLI.
+"""Integration step over files: parameters -> strategies, rejection maps, coverage, the CLI.
 
 The widget and ``napari-astro stack`` use :func:`integrate_with_params` (one call
 from an :class:`~napari_astro.pipeline.steps.IntegrateParams` to an
-:class:`~napari_astro.core.integration.IntegrationResult`) and
-:func:`write_rejection_maps`; ``napari-astro integrate`` is :func:`cli_integrate`.
+:class:`~napari_astro.core.integration.IntegrationResult`),
+:func:`write_rejection_maps` and :func:`write_coverage`; ``napari-astro integrate`` is
+:func:`cli_integrate`.
+
+HISTORY of the result: ``pre.integrate {params}`` (reads back with
+``IntegrateParams.from_history``) then ``pre.integrate.result {...}`` (the strategies
+as resolved, frame count, reference).
 """
 
 from __future__ import annotations
@@ -13,35 +18,50 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from ..core.errors import BadInputError
 from ..core.image import AstroImage
 from ..core.integration import (IntegrationResult, integrate, normalization_from_name,
-                                parse_memory, rejection_from_name, weighting_from_name)
+                                rejection_from_name, weighting_from_name)
 from ..core.progress import CancelToken, Progress
+from .params import Execution
 from .steps import IntegrateParams
 
 __all__ = ["strategies_from_params", "integrate_with_params", "write_rejection_maps",
-           "expand_frames", "cli_integrate", "REJECTION_MAP_NAMES"]
+           "write_coverage", "coverage_name", "cli_integrate", "REJECTION_MAP_NAMES"]
 
 #: File names of the rejection maps inside the ``--rejection-maps`` folder.
 REJECTION_MAP_NAMES = ("rejection_low.fits", "rejection_high.fits")
 
 
-def strategies_from_params(params: IntegrateParams) -> dict[str, Any]:
+def strategies_from_params(params: IntegrateParams,
+                           execution: Execution = Execution()) -> dict[str, Any]:
     """Keyword arguments of :func:`core.integration.integrate` built from ``params``
-    (strategy objects from their names; raises BadInputError for unknown names)."""
-    parse_memory(params.memory_limit)
+    (strategy objects from their names) and ``execution`` (memory, scheduler)."""
     return dict(combine=params.combine,
                 normalization=normalization_from_name(params.normalization),
                 weighting=weighting_from_name(params.weighting),
                 rejection=rejection_from_name(params.rejection, params.low, params.high),
-                memory_limit=params.memory_limit, scheduler=params.scheduler,
+                memory_limit=execution.memory_limit, scheduler=execution.scheduler,
                 rejection_maps=params.rejection_maps)
+
+
+def _record(image: AstroImage, params: IntegrateParams) -> None:
+    """The core's ``pre.integrate`` line becomes ``pre.integrate.result``, after the
+    parameters' own line (so HISTORY reads back into ``params``)."""
+    key = IntegrateParams.STEP_ID
+    hist = image.history
+    detail = hist.pop() if hist and hist[-1].startswith(key + " ") else None
+    hist.append(params.history())
+    if detail is not None:
+        hist.append(f"{key}.result {detail.split(' ', 1)[1]}")
 
 
 def integrate_with_params(frames: Sequence[AstroImage | str | os.PathLike],
                           params: IntegrateParams | None = None, *, reference: int = 0,
                           frame_stats: Sequence[Mapping[str, Any] | None] | None = None,
+                          execution: Execution = Execution(), coverage: bool = True,
                           progress: Progress | None = None, cancel: CancelToken | None = None
                           ) -> IntegrationResult:
     """Integrate ``frames`` as ``params`` say (the widget's and the stack run's entry).
@@ -57,6 +77,11 @@ def integrate_with_params(frames: Sequence[AstroImage | str | os.PathLike],
     frame_stats : sequence of mappings, optional
         Per-frame ``{"fwhm": px, "n_stars": n}`` for FWHM/star weighting (e.g. from
         registration's transforms.json).
+    execution : Execution
+        Memory budget (tiles) and Dask scheduler.
+    coverage : bool, default True
+        Also count the frames with valid data at each pixel: ``result.coverage``
+        (float32 ``(H, W)``), and ``NCOMBINE`` in the header.
     progress, cancel
         See :mod:`core.progress`.
 
@@ -65,10 +90,43 @@ def integrate_with_params(frames: Sequence[AstroImage | str | os.PathLike],
     IntegrationResult
         ``result.image`` carries a ``pre.integrate`` HISTORY line with ``params``.
     """
+    from ..core.coverage import coverage_map
+
     params = params or IntegrateParams()
-    kw = strategies_from_params(params)
-    return integrate(frames, reference=reference, frame_stats=frame_stats, progress=progress,
-                     cancel=cancel, **kw)
+    kw = strategies_from_params(params, execution)
+    result = integrate(frames, reference=reference, frame_stats=frame_stats, progress=progress,
+                       cancel=cancel, **kw)
+    _record(result.image, params)
+    result.image.header["NCOMBINE"] = (len(frames), "frames integrated")
+    result.coverage = coverage_map(frames) if coverage else None
+    return result
+
+
+def coverage_name(output: "str | os.PathLike[str]") -> Path:
+    """``<OUT stem>_coverage.fits`` beside ``output``."""
+    out = Path(output)
+    return out.with_name(f"{out.stem}_coverage.fits")
+
+
+def write_coverage(result: IntegrationResult, output: "str | os.PathLike[str]", *,
+                   overwrite: bool = False) -> Path:
+    """Write ``result.coverage`` (frames per pixel, float32) beside ``output`` and name
+    it in the stack's header (``COVERAGE``); call before writing the stack."""
+    from ..core.io import write_image
+
+    cov = getattr(result, "coverage", None)
+    if cov is None:
+        raise ValueError("the result holds no coverage map")
+    path = coverage_name(output)
+    img = AstroImage(data=np.asarray(cov, np.float32), header=result.image.header.copy(),
+                     history=[])
+    img.header["IMAGETYP"] = "Coverage map"
+    img.header["BUNIT"] = ("frames", "frames with valid data at each pixel")
+    for key in ("BAYERPAT", "COVERAGE"):
+        img.header.remove(key, ignore_missing=True)
+    write_image(img, path, overwrite=overwrite)
+    result.image.header["COVERAGE"] = (path.name, "frames-per-pixel map")
+    return path
 
 
 def write_rejection_maps(result: IntegrationResult, folder: str | os.PathLike, *,
@@ -92,61 +150,42 @@ def write_rejection_maps(result: IntegrationResult, folder: str | os.PathLike, *
     return out[0], out[1]
 
 
-def expand_frames(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Files as given; folders replaced by the image files directly inside them
-    (sorted by name). Raises BadInputError for a missing path or an empty folder."""
-    from ..core.io import is_supported
-
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.is_file() and is_supported(q))
-            if not found:
-                raise BadInputError(p, "folder holds no image files")
-            out.extend(found)
-        elif p.exists():
-            out.append(p)
-        else:
-            raise BadInputError(p, "file not found")
-    return out
-
-
-def _params_from_args(args) -> IntegrateParams:
-    over = {k: getattr(args, k, None) for k in ("combine", "normalization", "weighting",
-                                                  "rejection", "low", "high", "memory_limit",
-                                                  "scheduler")}
-    over["rejection_maps"] = bool(getattr(args, "rejection_maps", None)) or None
-    return IntegrateParams.from_dict({}, **over)
-
-
 def cli_integrate(args) -> int:
     """``napari-astro integrate FRAMES... -o OUT.fits [options]`` (see CLI.md)."""
     from ..core.io import write_image
     from ..core.progress import TqdmProgress
+    from .cliargs import params_from_args
+    from .inputs import check_output_dir, check_output_file, expand
+    from .steps import execution_from_args
 
-    params = _params_from_args(args)
-    kw = strategies_from_params(params)              # bad option values fail here
+    maps_dir = Path(args.rejection_maps) if getattr(args, "rejection_maps", None) else None
+    params = params_from_args(IntegrateParams, args, rejection_maps=maps_dir is not None)
+    execution = execution_from_args(args)
     out = Path(args.output)
     overwrite = bool(getattr(args, "overwrite", False))
-    if out.exists() and not overwrite:
-        raise BadInputError(out, "output exists (use --overwrite to replace it)")
-    if not str(out.name).lower().endswith((".fit", ".fits", ".fts", ".xisf")):
-        raise BadInputError(out, "output must be .fits/.fit/.fts or .xisf")
-    maps_dir = Path(args.rejection_maps) if getattr(args, "rejection_maps", None) else None
-    if maps_dir is not None and not overwrite:
-        for name in REJECTION_MAP_NAMES:
-            if (maps_dir / name).exists():
-                raise BadInputError(maps_dir / name, "exists (use --overwrite to replace it)")
-    frames = expand_frames(args.frames)
+    frames = expand(args.frames)
+    if len(frames) < 2:
+        raise BadInputError(args.frames[0], f"found {len(frames)} frame; integration needs "
+                                            "at least 2")
+    check_output_file(out, overwrite=overwrite)
+    cov_path = coverage_name(out)
+    if cov_path.exists() and not overwrite:
+        raise BadInputError(cov_path, "output exists (use --overwrite to replace it)")
+    if maps_dir is not None:
+        check_output_dir(maps_dir)
+        if not overwrite:
+            for name in REJECTION_MAP_NAMES:
+                if (maps_dir / name).exists():
+                    raise BadInputError(maps_dir / name, "exists (use --overwrite to replace it)")
     disable = None if sys.stderr.isatty() else True
     with TqdmProgress(desc="integrate", disable=disable) as bar:
-        result = integrate(frames, progress=bar, **kw)
+        result = integrate_with_params(frames, params, execution=execution, progress=bar)
+    write_coverage(result, out, overwrite=overwrite)
     write_image(result.image, out, overwrite=overwrite)
     for line in result.log:
         print(line)
     if maps_dir is not None:
         low, high = write_rejection_maps(result, maps_dir, overwrite=overwrite)
         print(f"rejection maps: {low} {high}")
-    print(f"wrote {out}")
+    print(f"wrote {out} (coverage {cov_path.name})")
     return 0

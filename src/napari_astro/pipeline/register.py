@@ -30,14 +30,13 @@ import numpy as np
 from ..core.errors import BadInputError
 from ..core.image import AstroImage
 from ..core.progress import CancelToken, Progress, report
-from ..core.registration import (INTERPOLATIONS, MODELS, RegistrationError, Transform,
-                                 apply_transform, find_transform)
+from ..core.registration import RegistrationError, Transform, apply_transform, find_transform
 from ..core.stars import (FrameQuality, Stars, _quality_from, cfa_box_luminance,
                           detect_stars, estimate_background, pixel_scale_from_header)
 from .steps import RegisterParams
 
-__all__ = ["RegistrationResult", "register_frames", "measure_frame", "cli_register",
-           "TRANSFORMS_FILE"]
+__all__ = ["RegistrationResult", "register_frames", "measure_frame", "save_measurement",
+           "cli_register", "TRANSFORMS_FILE"]
 
 TRANSFORMS_FILE = "transforms.json"
 # Frames are not kept between the two passes: the second re-reads them in its frame
@@ -60,13 +59,34 @@ def _pool():
     once when the caller stops (cancel, error), instead of being finished first."""
     import concurrent.futures as cf
 
-    pool = cf.ThreadPoolExecutor(_threads())
+    n = _threads()
+    try:
+        import numba
+
+        # numba's thread count is per thread: the frame threads get the caller's
+        # (``--workers``), not the default of all cores
+        pool = cf.ThreadPoolExecutor(n, initializer=numba.set_num_threads, initargs=(n,))
+    except ImportError:  # pragma: no cover
+        pool = cf.ThreadPoolExecutor(n)
     try:
         yield pool
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _frame_mapper(client=None):
+    """``map(fn, items)`` over frames, results in order: this process's frame threads,
+    or the Dask cluster's worker processes when ``client`` is given (``--scheduler``)."""
+    if client is None:
+        with _pool() as pool:
+            yield pool.map
+    else:
+        from .distributed import map_ordered
+
+        yield lambda fn, items: map_ordered(client, fn, items)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -108,6 +128,23 @@ def measure_frame(image: AstroImage, *, sigma: float = 5.0,
     stars.y += offset
     quality = _quality_from(stars, background, pixel_scale_from_header(image.header))
     return stars, quality
+
+
+def save_measurement(mdir: "str | os.PathLike[str]", name: str, image: AstroImage,
+                     stars: Stars, quality: FrameQuality) -> Path:
+    """Keep one frame's stars and quality where ``register_frames(resume=True)`` finds
+    them (``mdir/<stem of name>.json``, written atomically): the stack run measures
+    each light right after calibrating it, while it is in memory, and registration
+    then reads the frame once only, to resample it."""
+    from ..core.io._atomic import atomic_output
+
+    mdir = Path(mdir)
+    mdir.mkdir(parents=True, exist_ok=True)
+    target = mdir / f"{_stem(name)}.json"
+    with atomic_output(target, overwrite=True) as tmp:
+        tmp.write_text(json.dumps({"stars": stars.to_dict(), "quality": quality.to_dict(),
+                                   "shape": list(image.shape2d), "cfa": image.is_cfa}))
+    return target
 
 
 # --------------------------------------------------------------------------- result
@@ -179,12 +216,9 @@ def _name_of(item: Any, i: int) -> tuple[str, Optional[str]]:
 
 
 def _stem(name: str) -> str:
-    low = name.lower()
-    for ext in (".fits.fz", ".fit.fz", ".fits.gz", ".fit.gz", ".fits", ".fit", ".fts",
-                ".xisf", ".tiff", ".tif"):
-        if low.endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
+    from .inputs import file_stem
+
+    return file_stem(name)
 
 
 def _load(item: Any) -> AstroImage:
@@ -198,17 +232,16 @@ def _finite(v: float) -> Optional[float]:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
-def _check_params(params: RegisterParams) -> None:
-    if params.model not in MODELS:
-        raise BadInputError("--model", f"unknown model {params.model!r} "
-                            f"(known: {', '.join(MODELS)})")
-    if params.interpolation not in INTERPOLATIONS:
-        raise BadInputError("--interpolation", f"unknown interpolation "
-                            f"{params.interpolation!r} (known: {', '.join(INTERPOLATIONS)})")
-    if not params.detection_sigma > 0:
-        raise BadInputError("--detection-sigma", "must be > 0")
-    if params.max_stars < 3:
-        raise BadInputError("--max-stars", "must be at least 3")
+def _record(reg: AstroImage, params: RegisterParams) -> AstroImage:
+    """HISTORY: the step's parameters (read back by ``RegisterParams.from_history``),
+    then this frame's own transform as ``pre.register.frame``."""
+    key = RegisterParams.STEP_ID
+    hist = reg.history
+    detail = hist.pop() if hist and hist[-1].startswith(key + " ") else None
+    hist.append(params.history())
+    if detail is not None:
+        hist.append(f"{key}.frame {detail.split(' ', 1)[1]}")
+    return reg
 
 
 def _debayer(image: AstroImage, method: str = "rcd", equalize: bool = False) -> AstroImage:
@@ -232,9 +265,9 @@ def _best_reference(quals: list[FrameQuality], ok: list[bool]) -> int:
 def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[str] | None" = None,
                     params: RegisterParams = RegisterParams(), *, overwrite: bool = False,
                     resume: bool = False, debayer_method: str = "rcd",
-                    equalize_cfa: bool = False,
+                    equalize_cfa: bool = False, record: Optional[RegisterParams] = None,
                     progress: Optional[Progress] = None,
-                    cancel: Optional[CancelToken] = None) -> RegistrationResult:
+                    cancel: Optional[CancelToken] = None, client: Any = None) -> RegistrationResult:
     """Align frames onto a reference and report their quality.
 
     Parameters
@@ -259,6 +292,9 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         allowed here: debayer such frames before registering.
     equalize_cfa : bool, default False
         Equalise the CFA planes' backgrounds while debayering.
+    record : RegisterParams, optional
+        Parameters written in each frame's HISTORY instead of ``params`` (the stack
+        run registers onto the calibrated version of the reference the user named).
     resume : bool, default False
         Continue an interrupted run in ``out_dir``: frames measured before are not
         measured again (their stars and quality are kept in ``out_dir/.measure``)
@@ -267,6 +303,10 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         one an uninterrupted run gives.
     progress, cancel
         See :mod:`napari_astro.core.progress`.
+    client : distributed.Client, optional
+        Measure and resample the frames as tasks on this Dask cluster's worker
+        processes (:mod:`.distributed`; inputs given as paths on a filesystem every
+        worker sees). Matching stays here (milliseconds per frame).
 
     Returns
     -------
@@ -283,7 +323,6 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     items = list(images_or_paths)
     if not items:
         raise BadInputError(None, "no frames to register")
-    _check_params(params)
     if debayer_method == "superpixel":
         raise BadInputError("--debayer-method", "superpixel halves the frame: debayer before "
                                                 "registering")
@@ -336,18 +375,16 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         img = _load(items[i])
         s_, q_ = measure_frame(img, sigma=params.detection_sigma, max_stars=params.max_stars)
         if mdir is not None:
-            from ..core.io._atomic import atomic_output
-            mdir.mkdir(parents=True, exist_ok=True)
-            with atomic_output(mdir / f"{_stem(names[i][0])}.json", overwrite=True) as tmp:
-                tmp.write_text(json.dumps({"stars": s_.to_dict(), "quality": q_.to_dict(),
-                                           "shape": list(img.shape2d), "cfa": img.is_cfa}))
+            save_measurement(mdir, names[i][0], img, s_, q_)
         return s_, q_, img.shape2d, img.is_cfa
 
     # Two frames at a time: the kernels are parallel but reading, the background
     # model and Python glue are not; frame-level threads overlap them (20 colour
     # 2000x1500 frames: 15.7 s serial, 9.3 s with two threads on 2 shared cores).
-    with _pool() as pool:
-        for k, (i, res) in enumerate(zip(todo, pool.map(_measure_one, todo))):
+    if client is not None and any(isinstance(it, AstroImage) for it in items):
+        client = None  # in-memory frames: not worth shipping
+    with _frame_mapper(client) as fmap:
+        for k, (i, res) in enumerate(zip(todo, fmap(_measure_one, todo))):
             report(progress, len(measured) + k, total, f"measured {names[i][0]}", cancel)
             measured[i] = res
     for i in range(n):
@@ -447,6 +484,7 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
             reg = apply_transform(img, transforms[i], shape=tuple(ref_shape),
                                   interpolation=params.interpolation, clamp=params.clamp,
                                   history=hist)
+        _record(reg, record or params)  # the reference's too: the stack carries its HISTORY
         del img
         if out_path is not None:
             # reg is ours alone: its footprint NaN go into its own buffer, not a copy
@@ -456,8 +494,8 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
 
     # Frame-level threads again (read, resample, write of one frame overlap those of
     # the next); results are consumed in order so at most a few frames are in memory.
-    with _pool() as pool:
-        for k, (i, reg) in enumerate(zip(work, pool.map(_resample_one, work))):
+    with _frame_mapper(client) as fmap:
+        for k, (i, reg) in enumerate(zip(work, fmap(_resample_one, work))):
             report(progress, n + 0.2 * n + (k + 1) * 0.8 * n / max(len(work), 1), total,
                    f"resampled {names[i][0]}", cancel)
             if out_path is not None:
@@ -515,36 +553,18 @@ def load_transforms(path: "str | os.PathLike[str]") -> list[Optional[Transform]]
 
 
 # --------------------------------------------------------------------------- CLI
-def _expand(inputs: Sequence[str]) -> list[str]:
-    from ..core.io import is_supported
-    out: list[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_supported(f))
-            if not found:
-                raise BadInputError(p, "no image files in this folder")
-            out.extend(found)
-        elif not p.exists():
-            raise BadInputError(p, "file not found")
-        else:
-            out.append(str(p))
-    return out
-
-
 def cli_register(args: Any) -> int:
     """``napari-astro register FRAMES... -o DIR`` (see CLI.md)."""
     from ..core.progress import TqdmProgress
+    from .cliargs import params_from_args
+    from .inputs import check_output_dir, expand
+    from .steps import apply_workers, execution_from_args
 
-    frames = _expand(args.frames)
-    params = RegisterParams.from_dict(
-        model=getattr(args, "model", None), interpolation=getattr(args, "interpolation", None),
-        reference=getattr(args, "reference", None),
-        clamp=False if getattr(args, "no_clamp", False) else None,
-        detection_sigma=getattr(args, "detection_sigma", None),
-        max_stars=getattr(args, "max_stars", None),
-        max_fwhm_ratio=getattr(args, "max_fwhm_ratio", None),
-        min_stars_ratio=getattr(args, "min_stars_ratio", None))
+    frames = expand(args.frames)
+    params = params_from_args(RegisterParams, args)
+    execution = execution_from_args(args)
+    check_output_dir(args.output)
+    apply_workers(execution)
     with TqdmProgress(desc="register") as bar:
         result = register_frames(frames, args.output, params,
                                  overwrite=bool(getattr(args, "overwrite", False)), progress=bar)

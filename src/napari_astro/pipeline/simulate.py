@@ -48,6 +48,9 @@ def cli_simulate(args: argparse.Namespace) -> int:
         raise BadInputError(out, "exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise BadInputError(out, "folder exists and is not empty (use --overwrite)")
+    from .inputs import check_output_dir
+
+    check_output_dir(out)
     params = NightParams(width=w, height=h, mono=bool(args.mono), bayer=args.bayer.upper(),
                          seed=int(args.seed), **counts)
     t0 = time.perf_counter()

@@ -2,17 +2,19 @@
 
 ``run_stack`` classifies every file, builds (or reuses) masters, calibrates,
 cosmetic-corrects and debayers each light, measures frame quality, registers onto a
-reference and integrates, one output per filter. Intermediate frames live in a work
-folder: every finished frame is written atomically with a JSON sidecar, so a second
-run after an interruption (Ctrl-C, crash, power loss) resumes without redoing them.
+reference and integrates, one output per filter. Intermediate products live in a work
+folder, one folder per stage, each with the fingerprint of its inputs and parameters
+(:mod:`.fingerprint`): a second run after an interruption (Ctrl-C, crash, power loss)
+resumes without redoing finished frames, and a run with other parameters redoes
+exactly the stages they change (the log says which were reused).
 
 ``plan_stack`` does the classification and matching only (the dry run).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -24,9 +26,11 @@ import numpy as np
 from ..core.errors import BadInputError
 from ..core.image import AstroImage
 from ..core.progress import CancelToken, Progress, SubProgress, report
+from .fingerprint import Stage, files_fingerprint, fingerprint
+from .params import Execution
 from .steps import CalibrateParams, IntegrateParams, MastersParams, RegisterParams, StackParams
 
-__all__ = ["StackPlan", "StackResult", "plan_stack", "run_stack", "cli_stack"]
+__all__ = ["StackPlan", "StackResult", "plan_stack", "run_stack", "cli_stack", "warm_up"]
 
 Log = Callable[[str], None]
 
@@ -68,6 +72,7 @@ class StackResult:
     rejection_maps: dict              # filter -> (low, high) arrays or None
     log_path: Optional[Path]
     timings: dict                     # stage -> seconds
+    coverage: dict = dataclasses.field(default_factory=dict)  # filter -> (H, W) frames/pixel
 
 
 def _count_types(frames) -> dict:
@@ -133,6 +138,12 @@ def plan_stack(inputs: Sequence[os.PathLike | str], *, stack: StackParams = Stac
     by_filter: dict = {}
     for f in lights:
         by_filter.setdefault(f.filter or "", []).append(f)
+    where = ", ".join(map(str, inputs))
+    for filt, ls in by_filter.items():
+        if len(ls) < 2:
+            what = f" of filter {filt}" if filt and len(by_filter) > 1 else ""
+            raise BadInputError(where, f"found {len(ls)} light{what}; integration needs at "
+                                       "least 2")
     plan_items = {}
     # A plan needs masters only by their keys: plan against the frames' groups.
     master_set = MasterSet.from_frames(cal, masters)
@@ -173,13 +184,164 @@ class _Logger:
             tmp.write_text("\n".join(self.lines) + "\n")
 
 
-def _inputs_fingerprint(frames) -> str:
-    import hashlib
-    h = hashlib.sha1()
-    for f in sorted(frames, key=lambda f: str(f.path)):
-        st = Path(f.path).stat()
-        h.update(f"{Path(f.path).resolve()}|{st.st_size}|{int(st.st_mtime)}".encode())
-    return h.hexdigest()[:16]
+def _stage_masters(plan: StackPlan, work: Path, masters: MastersParams, execution: Execution,
+                   progress, cancel, logger) -> tuple:
+    """Masters (reused while the calibration frames and MastersParams are unchanged)."""
+    from .masters import MasterSet, build_masters
+
+    cal = plan.calibration_frames
+    if not cal:
+        logger("no calibration frames: lights are only cosmetic-corrected and debayered")
+        return MasterSet(), fingerprint("no masters")
+    stage = Stage(work / "masters", "masters", fingerprint(
+        "masters", files_fingerprint(f.path for f in cal), masters.to_dict()), products="*.fits")
+    if stage.open() == "reused":
+        master_set = MasterSet.from_dir(stage.folder)
+        logger(f"reusing {len(master_set)} masters from {stage.folder}")
+    else:
+        master_set = build_masters(cal, stage.folder, masters, overwrite=True,
+                                   execution=execution, progress=progress, cancel=cancel,
+                                   log=logger)
+        stage.finish(n=len(master_set))
+    logger(stage.describe())
+    return master_set, stage.key
+
+
+def _measure_stage(work: Path, tag: str, cal_key: str, register: RegisterParams) -> Stage:
+    """Star measurements of the calibrated lights (``registered_<tag>/.measure``)."""
+    return Stage(work / f"registered_{tag}" / ".measure", f"[{tag}] star measurements",
+                 fingerprint("measure", cal_key, register.detection_sigma, register.max_stars),
+                 products="*.json")
+
+
+def _stage_calibrate(tag: str, lights: list, items: list, master_set, masters_key: str,
+                     work: Path, stack: StackParams, calibrate: CalibrateParams,
+                     late_debayer: bool, progress, cancel, logger,
+                     client=None, register: RegisterParams = RegisterParams(),
+                     ) -> tuple[list, str, Stage]:
+    """Calibrated lights of one filter; resumes frame by frame within one fingerprint."""
+    from ..core.io import read_image
+    from .calibrate import calibrate_lights, output_name
+
+    # The user's CalibrateParams whole (not only those applied before registration):
+    # they are the HISTORY the calibrated frames carry into the stack.
+    stage = Stage(work / f"calibrated_{tag}", f"[{tag}] calibrate", fingerprint(
+        "calibrate", masters_key, files_fingerprint(f.path for f in lights),
+        calibrate.to_dict(), stack.float16), products="*.fits")
+    stage.open()
+    taken: set = set()
+    names = [stage.folder / output_name(it.light, taken) for it in items]
+    todo = [(it, p) for it, p in zip(items, names) if not p.exists()]
+    # One-shot-colour lights stay CFA mosaics on disk (a third of the bytes of
+    # debayered frames): stars are measured on the CFA luminance and each frame is
+    # debayered just before it is resampled, inside registration's frame threads.
+    cal_params = dataclasses.replace(calibrate, debayer=False, equalize_cfa=False) \
+        if late_debayer else calibrate
+    done = [p for p in names if p.exists()]
+    if done and todo and calibrate.auto_pedestal:
+        # Same session pedestal as the interrupted run, so results are identical.
+        ped = float(read_image(done[0]).header.get("PEDESTAL", calibrate.pedestal))
+        cal_params = dataclasses.replace(cal_params, auto_pedestal=False, pedestal=ped)
+    # One pass per light: its stars are measured right after calibration, while it is
+    # in memory, where registration's resume finds them (it then reads each calibrated
+    # frame once, to resample it).
+    measure = _measure_stage(work, tag, stage.key, register)
+    measure.open()
+    if todo:
+        logger(f"[{tag}] calibrating {len(todo)} lights ({len(items) - len(todo)} reused)")
+        calibrate_lights([it.light for it, _ in todo], master_set, cal_params, stage.folder,
+                         plan=[it for it, _ in todo], overwrite=True, record=calibrate,
+                         out_dtype="uint16" if stack.float16 else "float32",
+                         progress=progress, cancel=cancel, log=logger, client=client,
+                         measure=(measure.folder, register.detection_sigma, register.max_stars))
+    else:
+        logger(f"[{tag}] reusing {len(items)} calibrated lights")
+    stage.finish(n=len(names))
+    logger(stage.describe())
+    return names, stage.key, measure
+
+
+def _stage_register(tag: str, items: list, names: list, cal_key: str, work: Path,
+                    register: RegisterParams, calibrate: CalibrateParams, late_debayer: bool,
+                    progress, cancel, logger, client=None, measure: Optional[Stage] = None):
+    """Star measurements, then registered frames: two fingerprints, so a change of
+    interpolation or model re-resamples without measuring the stars again."""
+    from .register import register_frames
+
+    rdir = work / f"registered_{tag}"
+    reg_params = register
+    if register.reference:
+        # The user names a raw light; registration sees its calibrated version.
+        want = os.path.realpath(register.reference)
+        for it, p in zip(items, names):
+            if os.path.realpath(it.light.path) == want:
+                reg_params = dataclasses.replace(register, reference=str(p))
+    if measure is None or measure.key != _measure_stage(work, tag, cal_key, register).key:
+        measure = _measure_stage(work, tag, cal_key, register)
+        measure.open()
+    debayer_method = calibrate.debayer_method if late_debayer else "rcd"
+    equalize = calibrate.equalize_cfa and late_debayer
+    stage = Stage(rdir, f"[{tag}] register", fingerprint(
+        "register", measure.key, register.to_dict(), reg_params.reference, debayer_method,
+        equalize),
+        products="*")
+    stage.open()
+    reg = register_frames(names, rdir, reg_params, overwrite=True, resume=True,
+                          debayer_method=debayer_method, equalize_cfa=equalize,
+                          record=register, progress=progress, cancel=cancel, client=client)
+    measure.finish()
+    stage.finish(accepted=reg.n_accepted)
+    logger(measure.describe())
+    logger(stage.describe())
+    for row in reg.rows:
+        status = "accepted" if row["accepted"] else f"rejected: {row['reason']}"
+        logger(f"[{tag}] {row['name']}: stars {row['n_stars']}, FWHM "
+               f"{_fmt(row['fwhm'])} px, roundness {_fmt(row['roundness'])}, background "
+               f"{_fmt(row['background'], 5)}, noise {_fmt(row['noise'], 6)}, matches "
+               f"{row['n_matches']}, rms {_fmt(row['rms'], 3)} px"
+               + (" (reference)" if row["reference"] else "") + f" -> {status}")
+    return reg, stage.key
+
+
+def _stage_integrate(tag: str, reg, reg_key: str, work: Path, integrate: IntegrateParams,
+                     execution: Execution, progress, cancel, logger) -> tuple:
+    """The integrated image, its coverage and rejection maps (kept in the work folder,
+    so an unchanged re-run only copies them to the output)."""
+    from types import SimpleNamespace
+
+    from ..core.io import read_image, write_image
+    from .integrate import REJECTION_MAP_NAMES, integrate_with_params, write_rejection_maps
+
+    accepted = [(row, Path(row["output"])) for row in reg.rows if row["accepted"]]
+    if len(accepted) < 2:
+        raise BadInputError(work / f"registered_{tag}", f"only {len(accepted)} frame(s) "
+                                                        "registered: need at least 2 to integrate")
+    stage = Stage(work / f"integrated_{tag}", f"[{tag}] integrate", fingerprint(
+        "integrate", reg_key, integrate.image_dict(), integrate.rejection_maps),
+        products="*.fits")
+    files = [stage.folder / n for n in ("stack.fits", "coverage.fits", *REJECTION_MAP_NAMES)]
+    if stage.open() == "reused" and all(p.exists() for p in files[:2]):
+        img = read_image(files[0])
+        maps = (read_image(files[2]).data, read_image(files[3]).data) \
+            if integrate.rejection_maps and files[3].exists() else (None, None)
+        result = SimpleNamespace(image=img, coverage=read_image(files[1]).data,
+                                 low_map=maps[0], high_map=maps[1], log=stage.info().get("log", []))
+    else:
+        ref_pos = next((k for k, (row, _) in enumerate(accepted) if row["reference"]), 0)
+        stats = [{"fwhm": row["fwhm"], "n_stars": row["n_stars"]} for row, _ in accepted]
+        result = integrate_with_params([p for _, p in accepted], integrate, reference=ref_pos,
+                                       frame_stats=stats, execution=execution,
+                                       progress=progress, cancel=cancel)
+        write_image(result.image.replace(data=result.coverage, mask=None, history=[]),
+                    files[1], overwrite=True)
+        if integrate.rejection_maps:
+            write_rejection_maps(result, stage.folder, overwrite=True)
+        write_image(result.image, files[0], overwrite=True)
+        stage.finish(log=list(result.log))
+    logger(stage.describe())
+    for line in getattr(result, "log", []) or []:
+        logger(f"[{tag}] {line}")
+    return result, len(accepted)
 
 
 def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
@@ -187,6 +349,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
               calibrate: CalibrateParams = CalibrateParams(),
               register: RegisterParams = RegisterParams(),
               integrate: IntegrateParams = IntegrateParams(),
+              execution: Execution = Execution(),
               work_dir: os.PathLike | str | None = None, overwrite: bool = False,
               rejection_maps_dir: os.PathLike | str | None = None,
               progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
@@ -198,13 +361,17 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     inputs : paths
         Session folders and/or files (several nights may be given together).
     output : path
-        ``OUT.fits``; with several filters, ``OUT_<filter>.fits`` each.
+        ``OUT.fits``; with several filters, ``OUT_<filter>.fits`` each. Beside each,
+        ``<stem>_coverage.fits`` (frames with data at each pixel, float32), named by
+        the stack's ``COVERAGE`` header key.
     stack, masters, calibrate, register, integrate : parameter dataclasses
         One per sub-step (``pipeline/steps.py``).
+    execution : Execution
+        Threads (``workers``, 0 = all cores), memory budget, Dask scheduler.
     work_dir : path, optional
         Intermediate files (default ``<OUT>.work`` beside the output). A later run
-        with the same inputs reuses what is finished there: masters, calibrated and
-        registered frames are not recomputed.
+        into the same work folder redoes only the stages whose inputs or parameters
+        changed (:mod:`.fingerprint`) and says which in the log.
     overwrite : bool
         Replace existing outputs.
     rejection_maps_dir : path, optional
@@ -216,11 +383,18 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     Returns
     -------
     StackResult
+
+    Raises
+    ------
+    BadInputError
+        Before any work: a bad or missing file, no lights, a filter with fewer than
+        two lights, an output or work folder that cannot be written, outputs that
+        exist without ``overwrite``.
     """
-    from ..core.io import read_image, write_image
-    from .calibrate import MasterSet, build_masters, calibrate_lights, output_name, plan_calibration
-    from .integrate import integrate_with_params, write_rejection_maps
-    from .register import register_frames
+    from .calibrate import plan_calibration
+    from .inputs import check_output_dir, check_output_file
+    from .integrate import coverage_name, write_rejection_maps
+    from .steps import apply_workers
 
     output = Path(output)
     logger = _Logger(log)
@@ -229,11 +403,19 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     plan = plan_stack(inputs, stack=stack, masters=masters, calibrate=calibrate, log=logger)
     filters = list(plan.lights_by_filter)
     outputs = {f: _output_for(output, f, len(filters)) for f in filters}
-    if not overwrite:
-        for p in outputs.values():
-            if p.exists():
-                raise BadInputError(p, "output exists (use --overwrite to replace it)")
+    outputs_rgb = output.with_name(f"{output.stem}_RGB{output.suffix}")
+    for p in outputs.values():
+        check_output_file(p, overwrite=overwrite)
+        if coverage_name(p).exists() and not overwrite:
+            raise BadInputError(coverage_name(p), "output exists (use --overwrite to replace it)")
+    if stack.rgb:
+        check_output_file(outputs_rgb, overwrite=overwrite)
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
+    check_output_dir(work)
+    if rejection_maps_dir is not None:
+        check_output_dir(rejection_maps_dir)
+    if rejection_maps_dir is not None and not integrate.rejection_maps:
+        integrate = dataclasses.replace(integrate, rejection_maps=True)
     work.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(work).free
     logger(f"napari-astro stack: {len(plan.frames)} frames, {len(filters)} filter(s); "
@@ -244,144 +426,104 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         raise BadInputError(work, f"needs about {plan.disk_bytes / 1e9:.1f} GB of disk, "
                                   f"{free / 1e9:.1f} GB free")
     timings["plan"] = time.perf_counter() - t0
-    n_filters = len(filters)
-    # Progress budget: masters 10%, per filter calibrate 35%, register 35%, integrate 20%.
+    import numba
+    threads_before = numba.get_num_threads()
+    apply_workers(execution)  # this thread's numba pool; registration sizes its pool from it
 
     def stage(a: float, b: float, label: str) -> SubProgress:
         return SubProgress(progress, a, b, 100.0, label)
 
-    # ---- masters (reused when the inputs did not change)
-    t0 = time.perf_counter()
-    cal_frames = plan.calibration_frames
-    mdir = work / "masters"
-    marker = mdir / "done.json"
-    fingerprint = _inputs_fingerprint(cal_frames) if cal_frames else "none"
-    master_set = None
-    if cal_frames:
-        if marker.exists() and json.loads(marker.read_text()).get("inputs") == fingerprint:
-            master_set = MasterSet.from_dir(mdir)
-            logger(f"reusing {len(master_set)} masters from {mdir}")
-        else:
-            master_set = build_masters(cal_frames, mdir, masters, overwrite=True,
-                                       progress=stage(0, 10, "masters"), cancel=cancel, log=logger)
-            marker.write_text(json.dumps({"inputs": fingerprint}))
-    else:
-        master_set = MasterSet()
-        logger("no calibration frames: lights are only cosmetic-corrected and debayered")
-    timings["masters"] = time.perf_counter() - t0
+    exits = contextlib.ExitStack()
+    client = None
+    try:
+        if execution.scheduler:
+            from .distributed import connect
 
-    images: dict = {}
-    quality: dict = {}
-    maps: dict = {}
-    for fi, filt in enumerate(filters):
-        lo, hi = 10 + 90 * fi / n_filters, 10 + 90 * (fi + 1) / n_filters
-        span = hi - lo
-        lights = plan.lights_by_filter[filt]
-        items = plan_calibration(lights, master_set, calibrate)
-        tag = filt or "none"
-        cdir = work / f"calibrated_{tag}"
-        cdir.mkdir(parents=True, exist_ok=True)
-        # ---- calibrate (resumes: finished frames are on disk, written atomically)
+            client = exits.enter_context(connect(execution.scheduler))
+            # integration's tiles go to the same cluster through the same connection
+            execution = dataclasses.replace(execution, scheduler=client)
+            logger(f"Dask cluster {client.scheduler.address}: calibration, star "
+                   "measurement and registration frame by frame, integration by tiles")
+        # Progress budget: masters 10%, per filter calibrate 35%, register 35%, integrate 20%.
         t0 = time.perf_counter()
-        taken: set = set()
-        names = [cdir / output_name(it.light, taken) for it in items]
-        todo = [(it, p) for it, p in zip(items, names) if not p.exists()]
-        # One-shot-colour lights stay CFA mosaics on disk (a third of the bytes of
-        # debayered frames): stars are measured on the CFA luminance and each frame is
-        # debayered just before it is resampled, inside registration's frame threads.
-        late_debayer = calibrate.debayer and calibrate.debayer_method != "superpixel"
-        cal_params = dataclasses.replace(calibrate, debayer=False, equalize_cfa=False) \
-            if late_debayer else calibrate
-        done = [p for p in names if p.exists()]
-        if done and todo and calibrate.auto_pedestal:
-            # Same session pedestal as the interrupted run, so results are identical.
-            ped = float(read_image(done[0]).header.get("PEDESTAL", calibrate.pedestal))
-            cal_params = dataclasses.replace(cal_params, auto_pedestal=False, pedestal=ped)
-        if todo:
-            logger(f"[{tag}] calibrating {len(todo)} lights ({len(items) - len(todo)} reused)")
-            calibrate_lights([it.light for it, _ in todo], master_set, cal_params, cdir,
-                             plan=[it for it, _ in todo], overwrite=True,
-                             out_dtype="uint16" if stack.float16 else "float32",
-                             progress=stage(lo, lo + 0.4 * span, f"calibrate {tag}"),
-                             cancel=cancel, log=logger)
-        else:
-            logger(f"[{tag}] reusing {len(items)} calibrated lights")
-        timings[f"calibrate[{tag}]"] = time.perf_counter() - t0
-        master_set.release()  # the masters' arrays are not needed until the next filter
+        master_set, masters_key = _stage_masters(plan, work, masters, execution,
+                                                 stage(0, 10, "masters"), cancel, logger)
+        timings["masters"] = time.perf_counter() - t0
+        images, quality, maps, coverage = {}, {}, {}, {}
+        late = calibrate.debayer and calibrate.debayer_method != "superpixel"
+        for fi, filt in enumerate(filters):
+            lo, hi = 10 + 90 * fi / len(filters), 10 + 90 * (fi + 1) / len(filters)
+            span = hi - lo
+            lights = plan.lights_by_filter[filt]
+            tag = filt or "none"
+            items = plan_calibration(lights, master_set, calibrate)
+            t0 = time.perf_counter()
+            names, cal_key, measured = _stage_calibrate(
+                tag, lights, items, master_set, masters_key, work, stack, calibrate, late,
+                stage(lo, lo + 0.4 * span, f"calibrate {tag}"), cancel, logger, client,
+                register)
+            timings[f"calibrate[{tag}]"] = time.perf_counter() - t0
+            master_set.release()  # the masters' arrays are not needed until the next filter
+            t0 = time.perf_counter()
+            reg, reg_key = _stage_register(
+                tag, items, names, cal_key, work, register, calibrate, late,
+                stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"), cancel, logger,
+                client, measured)
+            quality[filt] = reg.rows
+            timings[f"register[{tag}]"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            result, n_used = _stage_integrate(
+                tag, reg, reg_key, work, integrate, execution,
+                stage(lo + 0.75 * span, hi, f"integrate {tag}"), cancel, logger)
+            images[filt] = _write_output(result, outputs[filt], stack, filt, n_used,
+                                         len(lights), logger)
+            coverage[filt] = result.coverage
+            if rejection_maps_dir is not None:
+                lowp, highp = write_rejection_maps(result, Path(rejection_maps_dir) / tag,
+                                                   overwrite=True)
+                logger(f"[{tag}] rejection maps {lowp}, {highp}")
+            maps[filt] = (result.low_map, result.high_map)
+            timings[f"integrate[{tag}]"] = time.perf_counter() - t0
 
-        # ---- measure, reject, register (resumes per frame)
-        t0 = time.perf_counter()
-        rdir = work / f"registered_{tag}"
-        reg_params = register
-        if register.reference:
-            # The user names a raw light; registration sees its calibrated version.
-            want = os.path.realpath(register.reference)
-            for it, p in zip(items, names):
-                if os.path.realpath(it.light.path) == want:
-                    reg_params = dataclasses.replace(register, reference=str(p))
-        reg = register_frames(names, rdir, reg_params, overwrite=True, resume=True,
-                              debayer_method=calibrate.debayer_method if late_debayer else "rcd",
-                              equalize_cfa=calibrate.equalize_cfa and late_debayer,
-                              progress=stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"),
-                              cancel=cancel)
-        for row in reg.rows:
-            status = "accepted" if row["accepted"] else f"rejected: {row['reason']}"
-            logger(f"[{tag}] {row['name']}: stars {row['n_stars']}, FWHM "
-                   f"{_fmt(row['fwhm'])} px, roundness {_fmt(row['roundness'])}, background "
-                   f"{_fmt(row['background'], 5)}, noise {_fmt(row['noise'], 6)}, matches "
-                   f"{row['n_matches']}, rms {_fmt(row['rms'], 3)} px"
-                   + (" (reference)" if row["reference"] else "") + f" -> {status}")
-        quality[filt] = reg.rows
-        timings[f"register[{tag}]"] = time.perf_counter() - t0
+        if stack.rgb:
+            from ..core.io import write_image
 
-        # ---- integrate
-        t0 = time.perf_counter()
-        accepted = [(row, Path(row["output"])) for row in reg.rows if row["accepted"]]
-        ref_pos = next((k for k, (row, _) in enumerate(accepted) if row["reference"]), 0)
-        stats = [{"fwhm": row["fwhm"], "n_stars": row["n_stars"]} for row, _ in accepted]
-        params = integrate
-        if rejection_maps_dir is not None and not params.rejection_maps:
-            params = dataclasses.replace(params, rejection_maps=True)
-        if len(accepted) < 2:
-            raise BadInputError(cdir, f"only {len(accepted)} frame(s) registered: need at least 2 "
-                                      "to integrate")
-        result = integrate_with_params([p for _, p in accepted], params, reference=ref_pos,
-                                       frame_stats=stats,
-                                       progress=stage(lo + 0.75 * span, hi, f"integrate {tag}"),
-                                       cancel=cancel)
-        for line in getattr(result, "log", []) or []:
-            logger(f"[{tag}] {line}")
-        img = result.image
-        img.add_history(StackParams.STEP_ID, {**stack.to_dict(), "filter": filt,
-                                              "frames": len(accepted), "lights": len(lights)})
-        img.header["NCOMBINE"] = (len(accepted), "frames integrated")
-        img.header["IMAGETYP"] = ("Master Light", "stacked by napari-astro")
-        write_image(img, outputs[filt], overwrite=True)
-        logger(f"[{tag}] wrote {outputs[filt]} ({len(accepted)}/{len(lights)} frames)")
-        if rejection_maps_dir is not None:
-            lowp, highp = write_rejection_maps(result, Path(rejection_maps_dir) / tag, overwrite=True)
-            logger(f"[{tag}] rejection maps {lowp}, {highp}")
-        images[filt] = img
-        maps[filt] = (result.low_map, result.high_map)
-        timings[f"integrate[{tag}]"] = time.perf_counter() - t0
-
-    if stack.rgb:
-        t0 = time.perf_counter()
-        rgb_path = output.with_name(f"{output.stem}_RGB{output.suffix}")
-        images["RGB"] = combine_rgb(images, stack.rgb, log=logger)
-        write_image(images["RGB"], rgb_path, overwrite=True)
-        outputs["RGB"] = rgb_path
-        logger(f"wrote {rgb_path}")
-        timings["rgb"] = time.perf_counter() - t0
-    for k, v in timings.items():
-        logger(f"time {k}: {v:.2f} s")
-    log_path = output.with_name(output.stem + ".log")
-    logger.write(log_path)
-    if not stack.keep_intermediates:
-        shutil.rmtree(work, ignore_errors=True)
-    report(progress, 100.0, 100.0, "done")
+            t0 = time.perf_counter()
+            images["RGB"] = combine_rgb(images, stack.rgb, log=logger)
+            write_image(images["RGB"], outputs_rgb, overwrite=True)
+            outputs["RGB"] = outputs_rgb
+            logger(f"wrote {outputs_rgb}")
+            timings["rgb"] = time.perf_counter() - t0
+        for k, v in timings.items():
+            logger(f"time {k}: {v:.2f} s")
+        log_path = output.with_name(output.stem + ".log")
+        logger.write(log_path)
+        if stack.clean:
+            shutil.rmtree(work, ignore_errors=True)
+        report(progress, 100.0, 100.0, "done")
+    finally:
+        numba.set_num_threads(threads_before)
+        exits.close()
     return StackResult(outputs=outputs, images=images, quality=quality, rejection_maps=maps,
-                       log_path=log_path, timings=timings)
+                       log_path=log_path, timings=timings, coverage=coverage)
+
+
+def _write_output(result, path: Path, stack: StackParams, filt: str, n_used: int,
+                  n_lights: int, logger) -> AstroImage:
+    """The stack with its ``pre.stack`` HISTORY and its coverage map beside it."""
+    from ..core.io import write_image
+    from .integrate import write_coverage
+
+    img = result.image
+    img.history.append(stack.history())
+    img.add_history(StackParams.STEP_ID + ".result", {"filter": filt, "frames": n_used,
+                                                      "lights": n_lights})
+    img.header["NCOMBINE"] = (n_used, "frames integrated")
+    img.header["IMAGETYP"] = ("Master Light", "stacked by napari-astro")
+    cov = write_coverage(result, path, overwrite=True)
+    write_image(img, path, overwrite=True)
+    logger(f"[{filt or 'none'}] wrote {path} ({n_used}/{n_lights} frames; coverage {cov.name})")
+    return img
 
 
 def combine_rgb(stacks: dict, spec: str, *, log: Optional[Log] = None) -> AstroImage:
@@ -424,15 +566,16 @@ def _fmt(v, nd: int = 2) -> str:
 
 
 def _params_from_args(args):
-    from .integrate import _params_from_args as integ_params
-    integ = integ_params(args)
-    stack = StackParams(skip_bad=args.skip_bad, float16=args.float16,
-                        keep_intermediates=not args.clean,
-                        workers=args.workers or 0, rgb=getattr(args, "rgb", None))
-    cal = CalibrateParams(debayer=not args.no_debayer, bayer=args.bayer)
-    reg = RegisterParams(reference=args.reference)
-    masters = MastersParams(memory_limit=integ.memory_limit)
-    return stack, masters, cal, reg, integ
+    from .cliargs import params_from_args
+    from .steps import execution_from_args
+
+    return (params_from_args(StackParams, args),
+            params_from_args(MastersParams, args, prefix="masters_"),
+            params_from_args(CalibrateParams, args),
+            params_from_args(RegisterParams, args),
+            params_from_args(IntegrateParams, args,
+                             rejection_maps=bool(getattr(args, "rejection_maps", None))),
+            execution_from_args(args))
 
 
 def cli_stack(args) -> int:
@@ -440,22 +583,48 @@ def cli_stack(args) -> int:
     on stderr and in ``OUT.log``."""
     from ..core.progress import TqdmProgress
 
-    stack, masters, cal, reg, integ = _params_from_args(args)
+    stack, masters, cal, reg, integ, execution = _params_from_args(args)
     if args.dry_run:
         plan = plan_stack(args.sessions, stack=stack, masters=masters, calibrate=cal)
         for line in plan.describe():
             print(line)
         return 0
-    if stack.workers:
-        import numba
-        numba.set_num_threads(max(1, min(stack.workers, numba.config.NUMBA_NUM_THREADS)))
     with TqdmProgress("stack") as bar:
         result = run_stack(args.sessions, args.output, stack=stack, masters=masters,
-                           calibrate=cal, register=reg,
-                           integrate=integ, work_dir=args.work_dir, overwrite=args.overwrite,
+                           calibrate=cal, register=reg, integrate=integ, execution=execution,
+                           work_dir=args.work_dir, overwrite=args.overwrite,
                            rejection_maps_dir=args.rejection_maps, progress=bar, cancel=None,
                            log=None if args.quiet else bar.write)
     for filt, path in result.outputs.items():
         print(f"{path}")
     print(f"log: {result.log_path}")
     return 0
+
+
+def warm_up(folder: "os.PathLike | str | None" = None) -> float:
+    """Compile (or load from numba's cache) the kernels a stack run uses, once.
+
+    Runs the whole pre-processing on a tiny simulated one-shot-colour night (256x192
+    px, 3 lights, 3 bias/dark/flat frames), then on its lights alone (the smart
+    telescope's case: no masters, bad pixels voted by the lights), in a temporary
+    folder (or ``folder``): the kernels see the argument types of a real run, so a
+    first real run after this finds them in numba's cache instead of compiling
+    (an install script, or a plugin starting up in a background thread, calls it).
+
+    Returns
+    -------
+    float
+        Seconds it took (a few when the cache is warm).
+    """
+    import tempfile
+
+    from ..core.simulate import NightParams, simulate_night
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        night = Path(tmp) / "night"
+        simulate_night(night, NightParams(width=256, height=192, n_lights=3, n_darks=3,
+                                          n_flats=3, n_biases=3, seed=5))
+        run_stack([night], Path(tmp) / "full.fits")
+        run_stack([night / "lights"], Path(tmp) / "lights_only.fits")
+    return time.perf_counter() - t0

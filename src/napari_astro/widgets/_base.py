@@ -5,67 +5,53 @@ dataclass from a form, calls the library in napari's ``thread_worker`` and adds 
 result as layers when the worker returns. It does no numerics and never blocks the
 event loop.
 
-Building blocks
----------------
-:class:`ParamsForm`
-    magicgui fields generated from a :class:`~napari_astro.pipeline.params.StepParams`
-    dataclass (bool -> check box, int/float -> spin box, str with choices -> combo box,
-    ``Literal[...]`` -> combo box, ``Optional`` -> blank means None, tuples -> "a, b").
-    Choices, ranges, labels and tooltips come from the dataclass field's ``metadata``
-    (``choices``, ``min``, ``max``, ``step``, ``label``, ``tooltip``) or from the
-    ``choices=``/``options=`` arguments.
-:func:`start_job`
-    Runs ``fn(progress=..., cancel=...)`` in a napari ``thread_worker``; the library's
-    progress callback is mapped to worker yields, so napari's activity dock (and the
-    widget's own bar) shows progress; a :class:`~napari_astro.core.progress.CancelToken`
-    stops it.
 :class:`StepWidget`
-    Form + Run/Cancel + progress bar + status line. Subclasses implement
+    Inputs + form + tables in a scroll area; the Run/Cancel buttons, the progress bar
+    (never going backwards) and the status line pinned below it, so they stay visible
+    however long the form (a 1920x1080 screen holds every dock). Subclasses implement
     :meth:`StepWidget.prepare` (main thread: read inputs, return the job function) and
     :meth:`StepWidget.show_result` (main thread: add layers).
 :class:`ImageStepWidget`
-    The one-image-in, one-image-out step (all post-processing steps): a layer picker,
-    the form, and ``compute(image, params, progress=, cancel=) -> AstroImage``.
-    A post-processing widget is typically::
+    One image in, one image out (every post-processing step): a layer picker, the
+    form, ``compute(image, params, progress=, cancel=)``, and a generic live
+    **Preview** of the step on the part of the image in view (or a Shapes
+    rectangle). A post-processing widget is typically::
 
         class ArcsinhWidget(ImageStepWidget):
-            params_class = ArcsinhParams
-            function = "napari_astro.core.stretch:arcsinh_stretch"   # f(image, params, *, progress, cancel)
+            step_id = "post.arcsinh"
 
-Plus small Qt helpers shared by the widgets: :class:`LayerPicker`,
-:class:`PathList`, :func:`fill_table` and :class:`Sparklines`.
+The pieces live in their own modules and are re-exported here (import them from
+either place): :mod:`._form` (:class:`ParamsForm`), :mod:`._jobs` (:func:`start_job`,
+:func:`import_object`), :mod:`._controls` (:class:`LayerPicker`, :class:`PathList`,
+:func:`fill_table`, :func:`make_table`), :mod:`._plots` (:class:`Sparklines`,
+:class:`CurvePlot`), :mod:`._layers` (:func:`add_layers`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
-import math
-import os
-import queue
-import threading
 import time
-import typing
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from qtpy.QtCore import QPointF, QRectF, Qt, Signal
-from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QFileDialog,
+    QCheckBox,
+    QFrame,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
-    QListWidget,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
-    QTableWidget,
-    QTableWidgetItem,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
+
+from ._controls import LayerPicker, PathList, fill_table, labelled, make_table, stacked
+from ._form import ParamsForm
+from ._jobs import PROGRESS_STEPS, _job_generator, import_object, start_job
+from ._layers import _is_layer, add_layers
+from ._plots import CurvePlot, Sparklines
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -74,653 +60,37 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..pipeline.params import StepParams
 
 __all__ = ["ParamsForm", "start_job", "StepWidget", "ImageStepWidget", "LayerPicker",
-           "PathList", "fill_table", "Sparklines", "add_layers", "import_object"]
+           "PathList", "fill_table", "make_table", "Sparklines", "CurvePlot", "add_layers",
+           "import_object", "PREVIEW_LAYER", "PREVIEW_MAX"]
 
-_PROGRESS_STEPS = 1000  # resolution of the progress bars
-_DONE = object()
+_PROGRESS_STEPS = PROGRESS_STEPS
+# Names kept for code that imported the private helpers from here.
+_labelled, _stacked = labelled, stacked
+_ = (_job_generator, _is_layer)
+
+from ._preview import PREVIEW_DELAY_MS, PREVIEW_LAYER, PREVIEW_MAX, PreviewMixin, _camera
 
 
-# =========================================================================== params form
-def _field_types(cls: type) -> dict[str, Any]:
+def _register_reader_preference() -> None:
+    # Any napari-astro widget being loaded means the plugin is in use: make it the
+    # reader of FITS/XISF/raw (see _reader.prefer_napari_astro; never overrides a
+    # user's own choice).
     try:
-        return typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - unresolved forward refs: fall back to the raw strings
-        return {f.name: f.type for f in dataclasses.fields(cls)}
-
-
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
-    if typing.get_origin(tp) in (typing.Union, getattr(__import__("types"), "UnionType", ())):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(tp)) == 2:
-            return args[0], True
-    if isinstance(tp, str) and tp.startswith("Optional["):
-        return tp[len("Optional["):-1], True
-    return tp, False
-
-
-def _default_step(value: float) -> float:
-    if not value:
-        return 0.001
-    return 10.0 ** math.floor(math.log10(abs(value))) / 10.0
-
-
-class ParamsForm:
-    """magicgui fields for the fields of a step parameter dataclass.
-
-    Parameters
-    ----------
-    params_class : type of StepParams
-        A frozen dataclass (pipeline/steps.py and the post-processing modules).
-    choices : mapping, optional
-        Field name -> allowed values (a combo box), overriding field metadata.
-    options : mapping, optional
-        Field name -> extra magicgui options (``min``, ``max``, ``step``,
-        ``label``, ``tooltip``, ``widget_type``...).
-    exclude : sequence of str
-        Fields the widget sets itself (e.g. a reference frame picked elsewhere);
-        they keep their default unless passed to :meth:`value`.
-    initial : StepParams, optional
-        Start values (default: the dataclass defaults).
-
-    Attributes
-    ----------
-    container : magicgui.widgets.Container
-        The form; ``container.native`` is the QWidget.
-    """
-
-    def __init__(self, params_class: "type[StepParams]", *, choices: Mapping[str, Sequence] | None = None,
-                 options: Mapping[str, Mapping[str, Any]] | None = None, exclude: Sequence[str] = (),
-                 initial: "StepParams | None" = None) -> None:
-        from magicgui.widgets import Container
-
-        self.params_class = params_class
-        self.exclude = set(exclude)
-        self._choices = dict(choices or {})
-        self._options = {k: dict(v) for k, v in (options or {}).items()}
-        self._kinds: dict[str, tuple[str, bool]] = {}
-        types = _field_types(params_class)
-        widgets = []
-        for f in dataclasses.fields(params_class):
-            if f.name in self.exclude or not f.init:
-                continue
-            default = getattr(initial, f.name) if initial is not None else self._default(f)
-            widgets.append(self._make_widget(f, types.get(f.name, f.type), default))
-        self.container = Container(widgets=widgets, labels=True)
-        self.container.native.setObjectName(f"params_{params_class.__name__}")
-
-    @staticmethod
-    def _default(f: dataclasses.Field) -> Any:
-        if f.default is not dataclasses.MISSING:
-            return f.default
-        if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            return f.default_factory()  # type: ignore[misc]
-        return None
-
-    def _make_widget(self, f: dataclasses.Field, tp: Any, default: Any):
-        from magicgui.widgets import CheckBox, ComboBox, FloatSpinBox, LineEdit, SpinBox
-
-        meta = dict(f.metadata or {})
-        opts = {k: meta[k] for k in ("min", "max", "step", "tooltip") if k in meta}
-        opts.update(self._options.get(f.name, {}))
-        label = opts.pop("label", meta.get("label", f.name.replace("_", " ")))
-        tooltip = opts.pop("tooltip", None)
-        widget_type = opts.pop("widget_type", None)
-        base, optional = _unwrap_optional(tp)
-        choices = self._choices.get(f.name, meta.get("choices"))
-        if choices is None and typing.get_origin(base) is typing.Literal:
-            choices = typing.get_args(base)
-        common = dict(name=f.name, label=label, tooltip=tooltip)
-        if widget_type is not None:
-            from magicgui.widgets import create_widget
-
-            w = create_widget(value=default, name=f.name, label=label, widget_type=widget_type,
-                              options=opts)
-            kind = "raw"
-        elif choices is not None:
-            values = list(choices)
-            if optional and None not in values:
-                values = [None, *values]
-            pairs = [("(auto)" if v is None else str(v), v) for v in values]
-            w = ComboBox(choices=pairs, value=default if default in values else values[0], **common)
-            kind = "raw"
-        elif base in (bool, "bool"):
-            w = CheckBox(value=bool(default), **common)
-            kind = "raw"
-        elif base in (int, "int") and not optional:
-            w = SpinBox(value=int(default or 0), min=opts.pop("min", -(2**31) + 1),
-                        max=opts.pop("max", 2**31 - 1), step=opts.pop("step", 1), **common)
-            kind = "raw"
-        elif base in (float, "float") and not optional:
-            w = FloatSpinBox(value=float(default or 0.0), min=opts.pop("min", -1e9),
-                             max=opts.pop("max", 1e9),
-                             step=opts.pop("step", _default_step(float(default or 0.0))), **common)
-            kind = "raw"
-        else:
-            # str, Optional[...] and tuples: free text; blank = None for Optional.
-            text = "" if default is None else (", ".join(map(str, default))
-                                               if isinstance(default, tuple) else str(default))
-            w = LineEdit(value=text, **common)
-            kind = "tuple" if isinstance(default, tuple) else ("text")
-            if base in (int, "int"):
-                kind = "int"
-            elif base in (float, "float"):
-                kind = "float"
-        self._kinds[f.name] = (kind, optional)
-        return w
-
-    def __getitem__(self, name: str):
-        return self.container[name]
-
-    @property
-    def native(self) -> QWidget:
-        return self.container.native
-
-    def _read(self, name: str, widget: Any) -> Any:
-        kind, optional = self._kinds[name]
-        value = widget.value
-        if kind == "raw":
-            return value
-        text = str(value).strip()
-        if text == "" and optional:
-            return None
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-        if kind == "tuple":
-            parts = [p.strip() for p in text.replace(";", ",").split(",") if p.strip()]
-            out = []
-            for p in parts:
-                try:
-                    out.append(int(p) if p.lstrip("+-").isdigit() else float(p))
-                except ValueError:
-                    out.append(p)
-            return tuple(out)
-        return text
-
-    def value(self, **fixed: Any) -> "StepParams":
-        """The parameter dataclass built from the form (``fixed`` overrides fields).
-
-        Raises
-        ------
-        napari_astro.core.errors.BadInputError
-            For text that does not parse, naming the field.
-        """
-        from ..core.errors import BadInputError
-
-        kwargs = {}
-        for name in self._kinds:
-            try:
-                kwargs[name] = self._read(name, self.container[name])
-            except ValueError as exc:
-                raise BadInputError(name, f"cannot read the value ({exc})") from None
-        kwargs.update(fixed)
-        return self.params_class(**kwargs)
-
-    def set_value(self, params: "StepParams") -> None:
-        """Show ``params`` in the form."""
-        for name, (kind, _) in self._kinds.items():
-            v = getattr(params, name)
-            w = self.container[name]
-            if kind == "raw":
-                w.value = v
-            elif v is None:
-                w.value = ""
-            elif isinstance(v, tuple):
-                w.value = ", ".join(map(str, v))
-            else:
-                w.value = str(v)
-
-
-# =========================================================================== worker
-def _job_generator(fn: Callable[..., Any], cancel: Any, min_interval: float = 0.05):
-    """Run ``fn(progress=, cancel=)`` in a helper thread; yield its progress reports.
-
-    Runs inside napari's worker thread. The library calls ``progress`` from the
-    helper thread; reports go through a queue and come out here as yields (the only
-    way to turn a callback into a generator without rewriting the library), coalesced
-    to one yield per ``min_interval`` seconds so the GUI thread is not flooded.
-    """
-    q: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-    box: dict[str, Any] = {}
-
-    def progress(done: float, total: float, message: str = "") -> None:
-        q.put((float(done), float(total), str(message)))
-
-    def target() -> None:
-        try:
-            box["result"] = fn(progress=progress, cancel=cancel)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the worker thread
-            box["error"] = exc
-        finally:
-            q.put(_DONE)
-
-    helper = threading.Thread(target=target, name="napari-astro-job", daemon=True)
-    helper.start()
-    try:
-        pending = None
-        last_yield = 0.0
-        finished = False
-        while not finished:
-            try:
-                item = q.get(timeout=min_interval * 4)
-            except queue.Empty:
-                item = None
-            while item is not None:  # drain: only the newest report matters
-                if item is _DONE:
-                    finished = True
-                    break
-                pending = item
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    item = None
-            now = time.monotonic()
-            if pending is not None and (finished or now - last_yield >= min_interval):
-                last_yield = now
-                out, pending = pending, None
-                yield out
-            elif now - last_yield >= 0.5:
-                # Heartbeat: lets the worker notice an abort request between reports.
-                last_yield = now
-                yield None
-        helper.join()
-    finally:
-        if helper.is_alive():  # the worker was aborted (napari's activity dock): stop the job
-            cancel.cancel()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
-
-
-def start_job(fn: Callable[..., Any], *, title: str,
-              on_progress: Callable[[float, float, str], None] | None = None,
-              on_result: Callable[[Any], None] | None = None,
-              on_error: Callable[[BaseException], None] | None = None,
-              on_finished: Callable[[], None] | None = None,
-              cancel: Any = None):
-    """Start ``fn(progress=..., cancel=...)`` in napari's thread_worker.
-
-    Parameters
-    ----------
-    fn : callable
-        The library call; must accept keyword arguments ``progress`` and ``cancel``
-        (see :mod:`napari_astro.core.progress`) and touch no Qt object.
-    title : str
-        Shown in napari's activity dock.
-    on_progress : callable, optional
-        ``(fraction in [0, 1], total, message)`` in the GUI thread.
-    on_result, on_error, on_finished : callable, optional
-        Called in the GUI thread when the job returns, raises, or ends either way.
-    cancel : CancelToken, optional
-        Made if not given; available as ``worker.cancel_token``.
-
-    Returns
-    -------
-    napari.qt.threading.GeneratorWorker
-        Already started. ``worker.cancel_token.cancel()`` stops the job at the
-        library's next check; aborting the worker (napari's activity dock) does too.
-    """
-    from napari.qt.threading import create_worker
-
-    from ..core.progress import CancelToken
-
-    token = cancel if cancel is not None else CancelToken()
-    # With an error handler we show the error ourselves; without one napari re-raises
-    # it in the GUI thread (its notification manager shows it).
-    worker = create_worker(_job_generator, fn, token, _progress={"desc": title},
-                           _start_thread=False, _ignore_errors=on_error is not None)
-    worker.cancel_token = token
-    pbar = getattr(worker, "pbar", None)
-    state = {"n": 0, "returned": False}
-
-    def _returned(_: Any) -> None:
-        state["returned"] = True
-
-    def _yielded(item: "tuple[float, float, str] | None") -> None:
-        # Heartbeats carry nothing; a report handled after the result is stale.
-        if item is None or state["returned"]:
-            return
-        done, total, message = item
-        frac = min(max(done / total, 0.0), 1.0) if total else 0.0
-        # The widget first: updating napari's progress object below can process
-        # pending events (the result among them) before it returns.
-        if on_progress is not None:
-            on_progress(frac, total, message)
-        if pbar is not None and not state["returned"]:
-            try:
-                if pbar.total != _PROGRESS_STEPS:
-                    pbar.total = _PROGRESS_STEPS
-                n = int(round(frac * _PROGRESS_STEPS))
-                if n != state["n"]:
-                    pbar.update(n - state["n"])
-                    state["n"] = n
-                if message:
-                    pbar.set_description(f"{title}: {message}"[:80])
-            except Exception:  # noqa: BLE001 - a display glitch must not kill the job
-                pass
-
-    worker.returned.connect(_returned)
-    worker.yielded.connect(_yielded)
-    worker.aborted.connect(token.cancel)
-    if on_result is not None:
-        worker.returned.connect(on_result)
-    if on_error is not None:
-        worker.errored.connect(on_error)
-    if on_finished is not None:
-        worker.finished.connect(on_finished)
-    worker.start()
-    return worker
-
-
-def import_object(spec: "str | Callable[..., Any]") -> Callable[..., Any]:
-    """``"package.module:name"`` -> the object (lazy import of heavy library code)."""
-    if callable(spec):
-        return spec
-    module, _, name = spec.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def _is_layer(layer: Any, layer_type: str) -> bool:
-    """``isinstance`` by napari layer type name (works through napari's plugin proxies,
-    which forbid private attributes such as ``_type_string``)."""
-    import napari.layers
-
-    cls = getattr(napari.layers, layer_type.capitalize(), None)
-    return cls is not None and isinstance(layer, cls)
-
-
-def add_layers(viewer: Any, layer_data: Sequence[tuple], *, replace: bool = True) -> list:
-    """Add ``LayerDataTuple`` s to the viewer; a layer of the same name is updated.
-
-    Re-running a step then refreshes its output instead of piling up copies.
-    """
-    from napari.layers import Layer
-
-    out = []
-    for data, kwargs, layer_type in layer_data:
-        name = kwargs.get("name")
-        old = None
-        if replace and name is not None and name in viewer.layers:
-            old = viewer.layers[name]
-        if (old is not None and layer_type == "image" and _is_layer(old, "image")
-                and getattr(old, "rgb", False) == kwargs.get("rgb", False)
-                and old.data.ndim == getattr(data, "ndim", -1)):
-            old.data = data
-            for key in ("metadata", "contrast_limits", "gamma", "colormap", "opacity"):
-                if key in kwargs:
-                    setattr(old, key, kwargs[key])
-            out.append(old)
-            continue
-        if old is not None:
-            viewer.layers.remove(old)
-        out.append(viewer.add_layer(Layer.create(data, kwargs, layer_type)))
-    return out
-
-
-# =========================================================================== Qt helpers
-class LayerPicker:
-    """A combo box (or multi-select list) of the viewer's image layers, kept current.
-
-    Parameters
-    ----------
-    viewer : napari.Viewer
-    label : str
-    multiple : bool, default False
-        A list with multiple selection instead of a combo box.
-    layer_type : str, default "image"
-    """
-
-    def __init__(self, viewer: Any, label: str = "image", *, multiple: bool = False,
-                 layer_type: str = "image", allow_none: bool = False) -> None:
-        from magicgui.widgets import ComboBox, Select
-
-        self.viewer = viewer
-        self.layer_type = layer_type
-        cls = Select if multiple else ComboBox
-        opts: dict[str, Any] = {"choices": self._choices, "label": label, "name": label}
-        if not multiple:
-            opts["nullable"] = allow_none
-        self.widget = cls(**opts)
-        if multiple:
-            self.widget.native.setMaximumHeight(110)
-
-    def _choices(self, *_: Any) -> list:
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if _is_layer(layer, self.layer_type)]
-
-    def reset_choices(self, *_: Any) -> None:
-        self.widget.reset_choices()
-
-    @property
-    def value(self) -> Any:
-        return self.widget.value
-
-    @value.setter
-    def value(self, layer: Any) -> None:
-        self.reset_choices()
-        self.widget.value = layer
-
-    @property
-    def native(self) -> QWidget:
-        return self.widget.native
-
-
-class PathList(QWidget):
-    """A list of input files/folders with Add files… / Add folder… / Remove / Clear.
-
-    ``paths()`` returns them in order; ``set_paths`` / ``add_paths`` for scripts and
-    tests. Emits ``changed`` when the list changes.
-    """
-
-    changed = Signal()
-
-    def __init__(self, title: str = "Inputs", *, file_filter: str | None = None,
-                 parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.file_filter = file_filter or ("Images (*.fit *.fits *.fts *.fz *.xisf *.cr2 *.cr3 "
-                                           "*.nef *.arw *.dng *.tif *.tiff);;All files (*)")
-        self.title = title
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(QLabel(f"<b>{title}</b>"))
-        self.list = QListWidget()
-        self.list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.list.setMaximumHeight(90)
-        lay.addWidget(self.list)
-        row = QHBoxLayout()
-        for text, slot in (("Add files…", self._add_files), ("Add folder…", self._add_folder),
-                           ("Remove", self._remove), ("Clear", self.clear)):
-            b = QPushButton(text)
-            b.clicked.connect(slot)
-            row.addWidget(b)
-        lay.addLayout(row)
-
-    def paths(self) -> list[str]:
-        return [self.list.item(i).text() for i in range(self.list.count())]
-
-    def add_paths(self, paths: Sequence["str | os.PathLike[str]"]) -> None:
-        have = set(self.paths())
-        for p in paths:
-            s = os.fspath(p)
-            if s not in have:
-                self.list.addItem(s)
-                have.add(s)
-        self.changed.emit()
-
-    def set_paths(self, paths: Sequence["str | os.PathLike[str]"]) -> None:
-        self.list.clear()
-        self.add_paths(paths)
-
-    def clear(self) -> None:
-        self.list.clear()
-        self.changed.emit()
-
-    def _add_files(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, f"{self.title}: add files", "",
-                                                self.file_filter)
-        if files:
-            self.add_paths(files)
-
-    def _add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, f"{self.title}: add a folder")
-        if folder:
-            self.add_paths([folder])
-
-    def _remove(self) -> None:
-        for item in self.list.selectedItems():
-            self.list.takeItem(self.list.row(item))
-        self.changed.emit()
-
-
-class _NumItem(QTableWidgetItem):
-    """Sorts numerically (QTableWidgetItem sorts text: "10" < "9")."""
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:  # type: ignore[override]
-        a, b = self.data(Qt.ItemDataRole.UserRole), other.data(Qt.ItemDataRole.UserRole)
-        if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            return a < b
-        return super().__lt__(other)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.3g}"
-        return f"{value:.4g}" if abs(value) < 10 else f"{value:.1f}"
-    if isinstance(value, Path):
-        return value.name
-    return str(value)
-
-
-def fill_table(table: QTableWidget, rows: Sequence[Mapping[str, Any]],
-               columns: Sequence[str] | None = None, *, checkable: str | None = None) -> None:
-    """Show ``rows`` (dicts) in ``table``, sortable, numbers sorted as numbers.
-
-    Parameters
-    ----------
-    columns : sequence of str, optional
-        Keys to show, in order (default: the first row's keys).
-    checkable : str, optional
-        A bool key shown as a check box in the first column (e.g. "include").
-    """
-    columns = list(columns if columns is not None else (rows[0].keys() if rows else []))
-    table.setSortingEnabled(False)
-    table.clear()
-    table.setColumnCount(len(columns))
-    table.setRowCount(len(rows))
-    table.setHorizontalHeaderLabels([c.replace("_", " ") for c in columns])
-    for r, row in enumerate(rows):
-        for c, key in enumerate(columns):
-            value = row.get(key)
-            item = _NumItem(_fmt(value))
-            item.setData(Qt.ItemDataRole.UserRole,
-                         float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
-                         else value if isinstance(value, (str,)) else r)
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            if key == checkable:
-                item.setText("")
-                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                item.setCheckState(Qt.CheckState.Checked if value else Qt.CheckState.Unchecked)
-                item.setData(Qt.ItemDataRole.UserRole + 1, r)  # the row's index in `rows`
-            if isinstance(value, Path) or (isinstance(value, str) and os.sep in value):
-                item.setToolTip(str(value))
-            table.setItem(r, c, item)
-    table.setSortingEnabled(True)
-    table.resizeColumnsToContents()
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-
-
-def make_table(min_height: int = 120) -> QTableWidget:
-    t = QTableWidget()
-    t.setMinimumHeight(min_height)
-    t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    t.verticalHeader().setVisible(False)
-    return t
-
-
-class Sparklines(QWidget):
-    """Small per-frame line plots (one row per series), drawn with QPainter.
-
-    matplotlib is not a dependency and a full plot widget would be overkill for
-    "which frames are bad": each series gets a band with its min/max and the frames
-    marked ``excluded`` are drawn in red.
-    """
-
-    COLORS = ("#66c2ff", "#ffcc66", "#99e699", "#ff99cc")
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.series: dict[str, list[float]] = {}
-        self.excluded: set[int] = set()
-        self.setMinimumHeight(120)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-
-    def set_series(self, series: Mapping[str, Sequence[float]], excluded: Sequence[int] = ()) -> None:
-        self.series = {k: [float(v) if v is not None else math.nan for v in vals]
-                       for k, vals in series.items()}
-        self.excluded = set(excluded)
-        self.setMinimumHeight(max(60, 42 * len(self.series)))
-        self.update()
-
-    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
-        if not self.series:
-            return
-        p = QPainter(self)
-        p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        w, h = self.width(), self.height()
-        band = h / len(self.series)
-        left, right = 96, 8
-        fg = self.palette().windowText().color()
-        for k, (name, vals) in enumerate(self.series.items()):
-            top = k * band + 4
-            bh = band - 10
-            finite = [v for v in vals if math.isfinite(v)]
-            p.setPen(fg)
-            lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-            p.drawText(QRectF(2, top, left - 6, bh), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                       f"{name}\n{_fmt(lo)}–{_fmt(hi)}")
-            if len(vals) < 1 or not finite:
-                continue
-            span = hi - lo or 1.0
-            n = len(vals)
-
-            def xy(i: int, v: float) -> QPointF:
-                x = left + (w - left - right) * (i / (n - 1) if n > 1 else 0.5)
-                y = top + bh - (v - lo) / span * bh
-                return QPointF(x, y)
-
-            p.setPen(QPen(QColor("#555555"), 1))
-            p.drawLine(QPointF(left, top + bh), QPointF(w - right, top + bh))
-            pts = [xy(i, v) for i, v in enumerate(vals) if math.isfinite(v)]
-            p.setPen(QPen(QColor(self.COLORS[k % len(self.COLORS)]), 1.6))
-            p.drawPolyline(QPolygonF(pts))
-            for i, v in enumerate(vals):
-                if not math.isfinite(v):
-                    continue
-                bad = i in self.excluded
-                p.setBrush(QColor("#ff4444") if bad else QColor(self.COLORS[k % len(self.COLORS)]))
-                p.setPen(Qt.PenStyle.NoPen)
-                r = 3.5 if bad else 2.2
-                p.drawEllipse(xy(i, v), r, r)
-        p.end()
+        from .._reader import prefer_napari_astro
+
+        prefer_napari_astro()
+    except Exception:  # noqa: BLE001 - a settings problem must not break the widget
+        pass
 
 
 # =========================================================================== step widgets
 class StepWidget(QWidget):
     """Base of every napari-astro dock widget: form, Run/Cancel, progress, status.
 
-    Subclasses set :attr:`params_class` (or pass ``None`` for widgets that build
-    several dataclasses) and implement :meth:`prepare` and :meth:`show_result`.
+    Subclasses set :attr:`params_class` (or leave it ``None`` for widgets that build
+    several dataclasses) and implement :meth:`prepare` and :meth:`show_result`. They
+    add their own controls to ``self._layout`` (inside the scroll area) in
+    :meth:`build` (above the form) and :meth:`build_after_form` (below it).
 
     Parameters
     ----------
@@ -729,29 +99,51 @@ class StepWidget(QWidget):
     """
 
     params_class: ClassVar["type[StepParams] | None"] = None
-    #: ``ParamsForm`` keyword arguments (choices, options, exclude).
+    #: ``ParamsForm`` keyword arguments (choices, options, exclude, initial).
     form_options: ClassVar[dict] = {}
     title: ClassVar[str] = ""
     run_text: ClassVar[str] = "Run"
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        _register_reader_preference()
         self.viewer = viewer
         self.worker: Any = None
         self.last_result: Any = None
         self.last_error: BaseException | None = None
         self._pickers: list[LayerPicker] = []
+        self._t0 = time.monotonic()
         self.setObjectName(type(self).__name__)
-        self._layout = QVBoxLayout(self)
-        self._layout.setContentsMargins(6, 6, 6, 6)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.setSpacing(4)
+        # Everything but the run controls scrolls: a long form (Stack, Calibration)
+        # must never push Run/Cancel below the screen.
+        self.scroll = QScrollArea()
+        self.scroll.setObjectName("scroll")
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.body = QWidget()
+        self.body.setObjectName("body")
+        self._layout = QVBoxLayout(self.body)
+        self._layout.setContentsMargins(2, 2, 2, 2)
+        self.scroll.setWidget(self.body)
+        outer.addWidget(self.scroll, 1)
         self.form: ParamsForm | None = None
         self.build()
         if self.params_class is not None:
             self.form = ParamsForm(self.params_class, **self.form_options)
             self._layout.addWidget(self.form.native)
         self.build_after_form()
-        self._build_run_row()
         self._layout.addStretch(1)
+        self.footer = QWidget()
+        self.footer.setObjectName("footer")
+        self._footer_layout = QVBoxLayout(self.footer)
+        self._footer_layout.setContentsMargins(0, 0, 0, 0)
+        self._build_run_row()
+        outer.addWidget(self.footer, 0)
+        self._fit_width()
         # Keep pickers current when the widget is not docked by napari (which
         # connects reset_choices itself for docked widgets).
         events = getattr(getattr(viewer, "layers", None), "events", None)
@@ -759,12 +151,27 @@ class StepWidget(QWidget):
             for name in ("inserted", "removed", "reordered"):
                 getattr(events, name).connect(self.reset_choices)
 
+    def _fit_width(self) -> None:
+        # The scroll area scrolls vertically; it should not need to scroll sideways.
+        # A long one-line label sets the body's minimum width to its whole text: wrap
+        # the long ones (form labels are short and stay on one line).
+        for label in self.body.findChildren(QLabel):
+            if not label.wordWrap() and len(label.text()) > 40:
+                label.setWordWrap(True)
+        bar = self.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent)
+        need = self.body.minimumSizeHint().width() + bar + 4
+        # At least a readable form, at most a third of a 1920 px window.
+        self.scroll.setMinimumWidth(min(max(need, 380), 720))
+
     # -- hooks for subclasses ----------------------------------------------------
     def build(self) -> None:
         """Add input widgets above the form (``self._layout``)."""
 
     def build_after_form(self) -> None:
         """Add widgets between the form and the Run row (tables, plots)."""
+
+    def build_footer(self, row: QHBoxLayout) -> None:
+        """Add controls to the pinned Run row (after Run and Cancel)."""
 
     def prepare(self) -> Callable[..., Any]:
         """Main thread: read inputs and params; return ``fn(progress=, cancel=)``.
@@ -781,8 +188,8 @@ class StepWidget(QWidget):
     def add_picker(self, label: str = "image", **kwargs: Any) -> LayerPicker:
         picker = LayerPicker(self.viewer, label, **kwargs)
         self._pickers.append(picker)
-        self._layout.addWidget(_labelled(label, picker.native) if not kwargs.get("multiple")
-                               else _stacked(label, picker.native))
+        self._layout.addWidget(labelled(label, picker.native) if not kwargs.get("multiple")
+                               else stacked(label, picker.native))
         return picker
 
     def reset_choices(self, *_: Any) -> None:
@@ -804,16 +211,20 @@ class StepWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         row.addWidget(self.run_button)
         row.addWidget(self.cancel_button)
-        self._layout.addLayout(row)
+        self.build_footer(row)
+        self._footer_layout.addLayout(row)
         self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, _PROGRESS_STEPS)
+        self.progress_bar.setObjectName("progress")
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
-        self._layout.addWidget(self.progress_bar)
+        self._footer_layout.addWidget(self.progress_bar)
         self.status = QLabel("")
+        self.status.setObjectName("status")
         self.status.setWordWrap(True)
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self._layout.addWidget(self.status)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._footer_layout.addWidget(self.status)
 
     # -- running -------------------------------------------------------------------
     @property
@@ -827,6 +238,7 @@ class StepWidget(QWidget):
 
     def set_status(self, text: str, *, error: bool = False) -> None:
         self.status.setText(text)
+        self.status.setToolTip(text)
         self.status.setStyleSheet("color: #ff6b6b;" if error else "")
 
     def run(self) -> Any:
@@ -862,13 +274,17 @@ class StepWidget(QWidget):
     def _on_progress(self, frac: float, total: float, message: str) -> None:
         if self.worker is None:  # a late report after the job ended
             return
-        self.progress_bar.setValue(int(round(frac * _PROGRESS_STEPS)))
+        # Never backwards: a multi-stage job restarting its count at 0 for the next
+        # stage (or a late report) must not make the bar jump back.
+        value = int(round(frac * PROGRESS_STEPS))
+        if value > self.progress_bar.value():
+            self.progress_bar.setValue(value)
         if message:
             self.set_status(message)
 
     def _on_result(self, result: Any) -> None:
         self.last_result = result
-        self.progress_bar.setValue(_PROGRESS_STEPS)
+        self.progress_bar.setValue(PROGRESS_STEPS)
         self.set_status("")
         try:
             self.show_result(result)
@@ -897,38 +313,128 @@ class StepWidget(QWidget):
         self.cancel_button.setEnabled(False)
 
 
-def _labelled(label: str, widget: QWidget) -> QWidget:
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(QLabel(label))
-    lay.addWidget(widget, 1)
-    return box
-
-
-def _stacked(label: str, widget: QWidget) -> QWidget:
-    box = QWidget()
-    lay = QVBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    lay.addWidget(QLabel(label))
-    lay.addWidget(widget)
-    return box
-
-
-class ImageStepWidget(StepWidget):
+# =========================================================================== one image in/out
+class ImageStepWidget(PreviewMixin, StepWidget):
     """One image layer in, one image layer out: the post-processing step pattern.
 
-    Set :attr:`params_class` and :attr:`function` (``"module:name"``, imported when
-    the step runs, called as ``function(image, params, progress=, cancel=)`` and
-    returning an :class:`AstroImage`), or override :meth:`compute`. The result is
-    added as ``"<input> [<STEP_ID>]"`` (updated in place on a re-run).
+    Set :attr:`step_id` (a step of :mod:`napari_astro.pipeline.registry`): the form
+    comes from its params, the job runs :func:`registry.run_step` (HISTORY and the mask
+    handled there), the result is added as ``"<input> [<STEP_ID>]"`` (updated in place
+    on a re-run). Hooks: :meth:`extra_inputs` (main thread: the step's extra inputs,
+    e.g. a Points layer's coordinates), :meth:`preview_inputs` (the same, cut to the
+    preview region) and :meth:`show_extras` (main thread: layers for
+    ``StepResult.extras``). A mask picker (an optional image layer, values 0..1) is
+    offered when the step is maskable.
+
+    **Live preview**: with *Preview* ticked, every form edit (debounced by
+    :data:`PREVIEW_DELAY_MS`, a running preview cancelled) runs :meth:`compute` on a
+    region -- the Shapes rectangle picked under "preview region", else the part of
+    the image in view, at most :data:`PREVIEW_MAX` px square around the view centre --
+    and shows it as the :data:`PREVIEW_LAYER` layer translated onto that region.
+    Set :attr:`previewable` False for steps whose result is not a same-place image.
+
+    The older form (``params_class`` + ``function = "module:name"`` called as
+    ``function(image, params, progress=, cancel=)``) still works.
     """
 
+    step_id: ClassVar["str | None"] = None
     function: ClassVar["str | None"] = None
     run_text = "Apply"
+    previewable: ClassVar[bool] = True
+
+    # The annotation must not be quoted (with ``from __future__ import annotations`` a
+    # quoted one becomes "'napari.viewer.Viewer'", which napari cannot resolve, and
+    # then it does not inject the viewer when docking the widget).
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        if self.step_id is not None and self.params_class is None:
+            from ..pipeline.registry import get_step
+
+            step = get_step(self.step_id)
+            type(self).params_class = step.params
+            if not type(self).title:
+                type(self).title = step.title
+        self.preview_worker: Any = None
+        self.preview_region: tuple[int, int, int, int] | None = None
+        self.preview_error: BaseException | None = None
+        self.preview_runs = 0
+        super().__init__(viewer, parent)
+        self._preview_timer = QTimer(self)
+        self._preview_timer.setSingleShot(True)
+        self._preview_timer.setInterval(PREVIEW_DELAY_MS)
+        self._preview_timer.timeout.connect(self.update_preview)
+        self._sync_link_box()
+        if self.form is not None:
+            self.form.connect(self.schedule_preview)
+        self.image_picker.widget.changed.connect(self.schedule_preview)
+        camera = _camera(viewer)
+        if camera is not None:  # a pan/zoom moves the region in view
+            camera.events.center.connect(self._camera_moved)
+            camera.events.zoom.connect(self._camera_moved)
+
+    @property
+    def step(self):
+        from ..pipeline.registry import get_step
+
+        return get_step(self.step_id) if self.step_id else None
 
     def build(self) -> None:
         self.image_picker = self.add_picker("image")
+        # The display of a colour input: one auto-stretch per channel (default) or one
+        # for all (shows a colour cast as it is). Display only: the data are not changed.
+        self.link_box = QCheckBox("link colour channels in the display")
+        self.link_box.setObjectName("link_display")
+        self.link_box.setToolTip("off: each channel of the picked colour layer is auto-"
+                                 "stretched on its own (a cast is hidden); on: one stretch "
+                                 "for all channels. Display only, the data stay linear.")
+        self.link_box.toggled.connect(self._link_toggled)
+        self._layout.addWidget(self.link_box)
+        self.image_picker.widget.changed.connect(self._sync_link_box)
+        step = self.step
+        self.mask_picker = None
+        if step is not None and step.maskable:
+            self.mask_picker = self.add_picker("mask", allow_none=True)
+            self.mask_picker.widget.tooltip = ("optional: an image layer (values 0..1, same "
+                                               "size) through which the step is applied")
+            self.mask_picker.value = None
+
+    def build_after_form(self) -> None:
+        if not self.previewable:
+            self.region_picker = None
+            return
+        self.region_picker = self.add_picker("preview region", layer_type="shapes",
+                                             allow_none=True)
+        self.region_picker.widget.tooltip = (
+            "preview on this Shapes layer's last rectangle; none = the part of the image "
+            f"in view (at most {PREVIEW_MAX}x{PREVIEW_MAX} px)")
+        self.region_picker.value = None
+        self.region_picker.widget.changed.connect(self.schedule_preview)
+
+    def build_footer(self, row: QHBoxLayout) -> None:
+        self.preview_box = QCheckBox("Preview")
+        self.preview_box.setObjectName("preview")
+        self.preview_box.setToolTip(
+            "run the step live on the region in view (or the preview-region rectangle) "
+            "whenever a value changes; the result is the 'preview' layer")
+        self.preview_box.setVisible(self.previewable)
+        self.preview_box.toggled.connect(self._preview_toggled)
+        row.addWidget(self.preview_box)
+
+    # -- inputs ------------------------------------------------------------------------
+    def _sync_link_box(self, *_: Any) -> None:
+        layer = self.image_picker.value
+        rgb = bool(getattr(layer, "rgb", False))
+        self.link_box.setEnabled(rgb)
+        mode = ((getattr(layer, "metadata", {}) or {}).get("astro") or {}).get("display") or {}
+        self.link_box.blockSignals(True)
+        self.link_box.setChecked(rgb and mode.get("mode") == "linked")
+        self.link_box.blockSignals(False)
+
+    def _link_toggled(self, on: bool) -> None:
+        from ._layers import set_linked_display
+
+        layer = self.image_picker.value
+        if layer is not None and getattr(layer, "rgb", False):
+            set_linked_display(layer, on)
 
     def input_image(self) -> "AstroImage":
         from ..core.errors import BadInputError
@@ -939,11 +445,34 @@ class ImageStepWidget(StepWidget):
             raise BadInputError(None, "pick an image layer first")
         return layer_to_image(layer)
 
+    def input_mask(self) -> "tuple[Any, str | None]":
+        """Main thread: the mask layer's data as (H, W) float32 in [0, 1], and its name."""
+        import numpy as np
+
+        if self.mask_picker is None or self.mask_picker.value is None:
+            return None, None
+        layer = self.mask_picker.value
+        data = np.asarray(layer.data, dtype=np.float32)
+        if data.ndim == 3:
+            data = data.mean(axis=-1 if getattr(layer, "rgb", False) else 0)
+        return np.clip(data, 0.0, 1.0), layer.name
+
+    def extra_inputs(self) -> dict[str, Any]:
+        """Main thread: the step's extra inputs (``{"points": array}``...)."""
+        return {}
+
+    # -- the step ----------------------------------------------------------------------
     def compute(self, image: "AstroImage", params: "StepParams", *, progress: Any = None,
-                cancel: Any = None) -> "AstroImage":
+                cancel: Any = None, mask: Any = None, mask_spec: str | None = None,
+                **inputs: Any) -> Any:
         """Worker thread: the library call (no Qt here)."""
+        if self.step_id is not None:
+            from ..pipeline.registry import run_step
+
+            return run_step(self.step_id, image, params, mask=mask, mask_spec=mask_spec,
+                            progress=progress, cancel=cancel, **inputs)
         if self.function is None:
-            raise NotImplementedError(f"{type(self).__name__} sets no function")
+            raise NotImplementedError(f"{type(self).__name__} sets no step_id or function")
         # Looked up on the class: a plain function stored as a class attribute must
         # not become a bound method.
         return import_object(type(self).function)(image, params, progress=progress, cancel=cancel)
@@ -952,9 +481,13 @@ class ImageStepWidget(StepWidget):
         image = self.input_image()
         params = self.params()
         self._input_name = self.image_picker.value.name
+        mask, mask_spec = self.input_mask()
+        kwargs = dict(self.extra_inputs())
+        if mask is not None:
+            kwargs.update(mask=mask, mask_spec=mask_spec)
 
-        def job(*, progress: Any = None, cancel: Any = None) -> "AstroImage":
-            return self.compute(image, params, progress=progress, cancel=cancel)
+        def job(*, progress: Any = None, cancel: Any = None) -> Any:
+            return self.compute(image, params, progress=progress, cancel=cancel, **kwargs)
 
         return job
 
@@ -962,7 +495,24 @@ class ImageStepWidget(StepWidget):
         step = getattr(self.params_class, "STEP_ID", "") or type(self).__name__
         return f"{self._input_name} [{step}]"
 
-    def show_result(self, result: "AstroImage") -> None:
+    def show_result(self, result: Any) -> None:
+        from ..pipeline.registry import StepResult
         from ._layers import image_to_layer_data
 
-        add_layers(self.viewer, [image_to_layer_data(result, self.result_name())])
+        image = result.image if isinstance(result, StepResult) else result
+        add_layers(self.viewer, [image_to_layer_data(image, self.result_name())])
+        # The preview showed this very result on a region: it is stale now.
+        self._remove_preview_layer()
+        if isinstance(result, StepResult):
+            self.show_extras(result)
+            if result.messages:
+                self.set_status("; ".join(result.messages))
+
+    def show_extras(self, result: Any) -> None:
+        """Main thread: layers or tables for ``result.extras`` (override)."""
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        self._preview_timer.stop()
+        self._cancel_preview()
+        super().closeEvent(event)
+

@@ -11,12 +11,19 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["label", "frame_rows", "group_rows", "plan_rows", "quality_rows", "QUALITY_COLUMNS"]
+__all__ = ["label", "frame_rows", "group_rows", "plan_rows", "quality_rows", "QUALITY_COLUMNS",
+           "QUALITY_SHOWN", "quality_columns"]
 
 #: Preferred column order of frame-quality tables (others follow).
 QUALITY_COLUMNS = ("include", "index", "frame", "accepted", "reason", "n_stars", "fwhm",
                    "fwhm_arcsec", "roundness", "background", "noise", "n_matches", "rms",
                    "weight", "rejected_low", "rejected_high")
+
+
+#: The columns a frame-quality table shows (at most 10, the ones a user sorts by to
+#: find bad frames); every other value is in the row's tooltip.
+QUALITY_SHOWN = ("include", "frame", "accepted", "reason", "n_stars", "fwhm", "roundness",
+                 "background", "rms", "weight")
 
 
 def label(obj: Any) -> str:
@@ -154,3 +161,23 @@ def ordered_columns(rows: Sequence[Mapping[str, Any]], preferred: Sequence[str] 
                 present.append(k)
     first = [c for c in preferred if c in present]
     return first + [c for c in present if c not in first]
+
+
+def quality_columns(rows: Sequence[Mapping[str, Any]], shown: Sequence[str] = QUALITY_SHOWN,
+                    limit: int = 10) -> tuple[list[str], list[str]]:
+    """(columns shown, columns left to the tooltip) of a frame-quality table.
+
+    The preferred :data:`QUALITY_SHOWN` columns present come first; ``name``, ``file``
+    and ``path`` are never columns (``frame`` is the file's name); other columns fill
+    up to ``limit``.
+    """
+    present = ordered_columns(rows, hide=())
+    dup = {"name", "file", "path", "index"}
+    cols = [c for c in shown if c in present]
+    for c in present:
+        if len(cols) >= limit:
+            break
+        if c not in cols and c not in dup and c in QUALITY_COLUMNS:
+            cols.append(c)
+    hidden = [c for c in present if c not in cols and c not in ("matrix", "transform")]
+    return cols, hidden

@@ -1,6 +1,6 @@
 """Calibration widget: masters from bias/dark/flat frames, calibrated lights.
 
-Thin over :mod:`napari_astro.pipeline.calibrate`. The user adds files or folders
+Thin over :mod:`napari_astro.pipeline.calflow` (the flow ``napari-astro calibrate`` runs). The user adds files or folders
 (classified by IMAGETYP / folder name, or forced to a type) or image layers; the
 widget shows the frame groups and the plan -- which master bias/dark/flat each light
 gets -- then builds the masters and calibrates in a worker with progress, and adds
@@ -10,7 +10,6 @@ folder, every light is calibrated and written there.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -31,12 +30,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..pipeline.calflow import CalibrationRun, scan_sources
 from ..pipeline.steps import CalibrateParams, MastersParams
 from ._base import ParamsForm, StepWidget, add_layers, fill_table, make_table, start_job
-from ._tables import frame_rows, group_rows, label, plan_rows
-from .stack import PathEdit, choices_for
+from ._tables import frame_rows, group_rows, plan_rows
+from .stack import PathEdit
 
-__all__ = ["CalibrationWidget", "FrameSources", "FRAME_TYPES"]
+__all__ = ["CalibrationWidget", "FrameSources", "FRAME_TYPES", "run_calibration"]
 
 #: Types a source can be forced to ("auto" = IMAGETYP, else the folder name).
 FRAME_TYPES = ("auto", "light", "dark", "flat", "bias", "darkflat")
@@ -113,32 +113,6 @@ class FrameSources(QWidget):
             self.table.removeRow(r)
 
 
-def scan_sources(sources: Sequence[tuple[str | None, str]], *, skip_bad: bool = False,
-                 log: Callable[[str], None] | None = None) -> list:
-    """FrameInfo of every source; a forced type overrides the header (worker thread)."""
-    from ..core.frames import FrameType, scan_frames
-
-    frames = []
-    for ftype, path in sources:
-        default = FrameType(ftype) if ftype else None
-        found = scan_frames([path], skip_bad=skip_bad, log=log, default_type=default)
-        if ftype:
-            found = [dataclasses.replace(f, type=FrameType(ftype)) for f in found]
-        frames.extend(found)
-    return frames
-
-
-@dataclasses.dataclass
-class CalibrationRun:
-    """What the worker hands back to the GUI thread."""
-
-    frames: list
-    masters: Any = None
-    plan: list = dataclasses.field(default_factory=list)
-    preview: Any = None
-    written: list = dataclasses.field(default_factory=list)
-
-
 def iter_masters(master_set: Any) -> list[tuple[str, Any]]:
     """``[(group label, AstroImage), ...]`` of the built masters of a ``MasterSet``."""
     if master_set is None:
@@ -157,7 +131,7 @@ class CalibrationWidget(StepWidget):
     title = "Calibration"
     run_text = "Build masters + calibrate"
     params_class = CalibrateParams
-    form_options = {"choices": choices_for(CalibrateParams)}
+    form_options: dict = {}
 
     def build(self) -> None:
         self.frames: list = []
@@ -178,7 +152,7 @@ class CalibrationWidget(StepWidget):
         self.scan_button = QPushButton("Scan frames and show the plan")
         self.scan_button.clicked.connect(self.scan)
         self._layout.addWidget(self.scan_button)
-        self.masters_form = ParamsForm(MastersParams, choices=choices_for(MastersParams))
+        self.masters_form = ParamsForm(MastersParams)
         self._layout.addWidget(QLabel("<b>Masters</b>"))
         self._layout.addWidget(self.masters_form.native)
         self._layout.addWidget(QLabel("<b>Calibration</b>"))
@@ -305,54 +279,27 @@ class CalibrationWidget(StepWidget):
 def _plan(frames: list, master_set: Any, mparams: MastersParams, cparams: CalibrateParams) -> list:
     """Calibration plan for the lights, from built masters or from the frames' groups."""
     from ..core.frames import FrameType
-    from ..pipeline import calibrate as cal
+    from ..pipeline.calibrate import plan_calibration
+    from ..pipeline.masters import MasterSet
 
     lights = [f for f in frames if f.type == FrameType.LIGHT]
     if not lights:
         return []
     if master_set is None:
-        others = [f for f in frames if f.type != FrameType.LIGHT]
-        from_frames = getattr(cal.MasterSet, "from_frames", None)
-        if from_frames is None:
-            return []
-        master_set = from_frames(others, mparams)
-    return list(cal.plan_calibration(lights, master_set, cparams))
+        master_set = MasterSet.from_frames([f for f in frames if f.type != FrameType.LIGHT],
+                                           mparams)
+    return list(plan_calibration(lights, master_set, cparams))
 
 
 def run_calibration(sources: Sequence[tuple[str | None, str]], mparams: MastersParams,
                     cparams: CalibrateParams, *, out_dir: "Path | None" = None,
                     overwrite: bool = False, progress: Any = None,
                     cancel: Any = None) -> CalibrationRun:
-    """Scan, build masters, plan, calibrate the first light (or all into ``out_dir``).
-
-    Worker thread; no Qt. Progress: masters 0-60 %, calibration 60-100 %.
-    """
-    from ..core.frames import FrameType
-    from ..core.progress import SubProgress, report
-    from ..pipeline import calibrate as cal
+    """Scan the sources, then the same flow as ``napari-astro calibrate``
+    (:func:`napari_astro.pipeline.calflow.run_calibration`): masters, and every light
+    into ``out_dir`` or, without one, the first light as a preview. Worker thread."""
+    from ..pipeline.calflow import run_calibration as flow
 
     frames = scan_sources(sources)
-    lights = [f for f in frames if f.type == FrameType.LIGHT]
-    others = [f for f in frames if f.type != FrameType.LIGHT]
-    report(progress, 0, 100, "building masters", cancel)
-    masters = cal.build_masters(others, None, mparams, progress=SubProgress(progress, 0, 60, 100,
-                                                                             "masters"),
-                                cancel=cancel)
-    run = CalibrationRun(frames=frames, masters=masters)
-    if not lights:
-        report(progress, 100, 100, "masters built (no lights)", cancel)
-        return run
-    run.plan = list(cal.plan_calibration(lights, masters, cparams))
-    sub = SubProgress(progress, 60, 100, 100, "calibrating")
-    if out_dir is not None:
-        run.written = list(cal.calibrate_lights(lights, masters, cparams, out_dir, plan=run.plan,
-                                                overwrite=overwrite, progress=sub, cancel=cancel))
-        if run.written:
-            from ..core.io import read_image
-
-            run.preview = read_image(run.written[0])
-    else:
-        report(sub, 0, 1, label(lights[0].path), cancel)
-        run.preview = cal.calibrate_light(lights[0], run.plan[0], masters, cparams)
-    report(progress, 100, 100, "done", cancel)
-    return run
+    return flow(frames, out_dir, masters_params=mparams, params=cparams, require_lights=False,
+                overwrite=overwrite, progress=progress, cancel=cancel)

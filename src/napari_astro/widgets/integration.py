@@ -1,10 +1,12 @@
 """Integration widget: registered frames to a stacked image with rejection maps.
 
-Thin over :func:`napari_astro.core.integration.integrate`: the frames come from
+Thin over :func:`napari_astro.pipeline.integrate.integrate_with_params` (what
+``napari-astro integrate`` calls): the frames come from
 image layers (a registered-stack layer counts as its frames, minus those excluded in
 the Registration widget) or from files; the options are the
 :class:`~napari_astro.pipeline.steps.IntegrateParams` form; the result and the low/high
-rejection maps arrive as layers, the per-frame weights and rejected fractions in a table.
+rejection maps arrive as layers (the coverage map in the stack layer's metadata,
+key ``"coverage"``), the per-frame weights and rejected fractions in a table.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from qtpy.QtWidgets import QLabel
 from ..pipeline.steps import IntegrateParams
 from ._base import PathList, StepWidget, add_layers, fill_table, make_table
 from ._tables import ordered_columns
-from .stack import choices_for
+from .stack import with_coverage
 
 __all__ = ["IntegrationWidget", "per_frame_rows"]
 
@@ -34,8 +36,7 @@ class IntegrationWidget(StepWidget):
 
     params_class = IntegrateParams
     # Rejection maps on by default: the widget shows them as layers.
-    form_options = {"choices": choices_for(IntegrateParams),
-                    "initial": IntegrateParams(rejection_maps=True)}
+    form_options = {"initial": IntegrateParams(rejection_maps=True)}
 
     def build(self) -> None:
         self._layout.addWidget(QLabel("Registered frames: pick layers (a stack layer counts "
@@ -59,9 +60,9 @@ class IntegrationWidget(StepWidget):
 
         files = self.files.paths()
         if files:
-            from ..pipeline.integrate import expand_frames
+            from ..pipeline.inputs import expand
 
-            return list(expand_frames(files)), None, 0
+            return list(expand(files)), None, 0
         frames: list = []
         stats: list | None = []
         reference = 0
@@ -95,7 +96,8 @@ class IntegrationWidget(StepWidget):
     def show_result(self, result: Any) -> None:
         from ._layers import image_to_layer_data, mask_layer_data
 
-        layers = [image_to_layer_data(result.image, "integration")]
+        layers = [with_coverage(image_to_layer_data(result.image, "integration"),
+                                getattr(result, "coverage", None))]
         if getattr(result, "low_map", None) is not None:
             layers.append(mask_layer_data(result.low_map, "rejection low", colormap="blue",
                                           visible=False))
@@ -105,7 +107,8 @@ class IntegrationWidget(StepWidget):
         add_layers(self.viewer, layers)
         rows = per_frame_rows(result)
         if rows:
-            fill_table(self.table, rows, ordered_columns(rows, hide=("include", "path")))
+            cols = ordered_columns(rows, hide=("include", "path"))
+            fill_table(self.table, rows, cols[:10], details=cols[10:])
         self.set_status(f"{len(rows)} frames integrated")
 
 

@@ -18,8 +18,8 @@ from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QPushButton
 
 from ..pipeline.steps import RegisterParams
 from ._base import PathList, Sparklines, StepWidget, add_layers, fill_table, make_table
-from ._tables import ordered_columns, quality_rows
-from .stack import PathEdit, choices_for
+from ._tables import quality_columns, quality_rows
+from .stack import PathEdit
 
 __all__ = ["RegistrationWidget"]
 
@@ -43,7 +43,6 @@ class RegistrationWidget(StepWidget):
     title = "Registration"
     run_text = "Register"
     params_class = RegisterParams
-    form_options = {"choices": choices_for(RegisterParams)}
 
     def build(self) -> None:
         self.quality: list[dict] = []
@@ -157,7 +156,9 @@ class RegistrationWidget(StepWidget):
 
     def _fill(self) -> None:
         self.table.blockSignals(True)
-        fill_table(self.table, self.quality, ordered_columns(self.quality), checkable="include")
+        # At most 10 columns (no duplicated name/path); the rest in each row's tooltip.
+        shown, hidden = quality_columns(self.quality)
+        fill_table(self.table, self.quality, shown, checkable="include", details=hidden)
         self.table.blockSignals(False)
         self._sync()
 

@@ -26,36 +26,23 @@ from qtpy.QtWidgets import (
 )
 
 from ._base import ParamsForm, PathList, StepWidget, add_layers, fill_table, make_table, start_job
-from ._tables import ordered_columns, plan_rows, quality_rows
+from ._tables import plan_rows, quality_columns, quality_rows
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["StackWidget", "PRE_CHOICES"]
-
-#: Choices of the pre-processing parameters' string fields (the CLI's choices).
-PRE_CHOICES: dict[str, tuple] = {
-    "rejection": ("none", "sigma", "winsorized", "linear-fit", "percentile", "gesd", "minmax"),
-    "combine": ("average", "median", "sum"),
-    "normalization": ("none", "additive", "multiplicative", "additive-scaling"),
-    "weighting": ("none", "noise", "fwhm", "stars"),
-    "dark_mode": ("match", "scale", "optimize"),
-    "debayer_method": ("rcd", "vng", "bilinear", "superpixel"),
-    "bayer": (None, "RGGB", "BGGR", "GRBG", "GBRG"),
-    "model": ("shift", "similarity", "affine", "homography"),
-    "interpolation": ("lanczos3", "bicubic", "bilinear"),
-}
+__all__ = ["StackWidget", "with_coverage"]
 
 
-def choices_for(params_class: type) -> dict[str, tuple]:
-    """The subset of :data:`PRE_CHOICES` that ``params_class`` has fields for."""
-    import dataclasses
-
-    names = {f.name for f in dataclasses.fields(params_class)}
-    out = {k: v for k, v in PRE_CHOICES.items() if k in names}
-    if "combine" in out and params_class.__name__ == "MastersParams":
-        out["combine"] = ("average", "median")
-    return out
+def with_coverage(layer_data: tuple, coverage: Any) -> tuple:
+    """``layer_data`` with the stack's frames-per-pixel map in its metadata
+    (``"coverage"``), where the crop step finds it."""
+    if coverage is not None:
+        data, opts, kind = layer_data
+        opts = dict(opts)
+        opts["metadata"] = {**opts.get("metadata", {}), "coverage": coverage}
+        layer_data = (data, opts, kind)
+    return layer_data
 
 
 class PathEdit(QWidget):
@@ -109,6 +96,7 @@ class StackWidget(StepWidget):
 
     # -- layout -------------------------------------------------------------------
     def build(self) -> None:
+        from ..pipeline.params import Execution
         from ..pipeline.steps import (CalibrateParams, IntegrateParams, MastersParams,
                                       RegisterParams, StackParams)
 
@@ -136,10 +124,12 @@ class StackWidget(StepWidget):
                 ("calibrate", CalibrateParams, None),
                 ("register", RegisterParams, None),
                 # Rejection maps on: the widget shows them as layers.
-                ("integrate", IntegrateParams, IntegrateParams(rejection_maps=True))):
-            form = ParamsForm(cls, choices=choices_for(cls), initial=initial)
+                ("integrate", IntegrateParams, IntegrateParams(rejection_maps=True)),
+                # threads / memory / scheduler: how the run executes, not what it computes
+                ("execution", Execution, None)):
+            form = ParamsForm(cls, initial=initial)
             self.forms[key] = form
-            self.toolbox.addItem(form.native, cls.TITLE or cls.__name__)
+            self.toolbox.addItem(form.native, getattr(cls, "TITLE", "") or cls.__name__)
         self._layout.addWidget(self.toolbox)
 
         self.plan_button = QPushButton("Show plan")
@@ -159,7 +149,7 @@ class StackWidget(StepWidget):
 
     # -- parameters ---------------------------------------------------------------
     def step_params(self) -> dict[str, Any]:
-        """The five parameter dataclasses as the forms show them."""
+        """The five parameter dataclasses and the Execution as the forms show them."""
         return {key: form.value() for key, form in self.forms.items()}
 
     def input_paths(self) -> list[str]:
@@ -235,7 +225,8 @@ class StackWidget(StepWidget):
 
             return run_stack(inputs, output, stack=p["stack"], masters=p["masters"],
                              calibrate=p["calibrate"], register=p["register"],
-                             integrate=p["integrate"], work_dir=work_dir, overwrite=overwrite,
+                             integrate=p["integrate"], execution=p["execution"],
+                             work_dir=work_dir, overwrite=overwrite,
                              rejection_maps_dir=maps_dir, progress=progress, cancel=cancel)
 
         return job
@@ -248,7 +239,8 @@ class StackWidget(StepWidget):
         for filt, image in result.images.items():
             suffix = f" {filt}" if (multi and filt) else ""
             name = f"stack{suffix}"
-            layers.append(image_to_layer_data(image, name))
+            layers.append(with_coverage(image_to_layer_data(image, name),
+                                        (result.coverage or {}).get(filt)))
             maps = (result.rejection_maps or {}).get(filt)
             if maps is not None:
                 low, high = maps[0], maps[1]
@@ -266,8 +258,10 @@ class StackWidget(StepWidget):
                     r["filter"] = filt
                 rows.append(r)
         if rows:
-            fill_table(self.quality_table, rows,
-                       ordered_columns(rows, hide=("path", "matrix", "transform", "include")))
+            shown, hidden = quality_columns(rows)
+            if multi and "filter" not in shown:
+                shown = ["filter", *shown[:9]]
+            fill_table(self.quality_table, rows, shown, details=hidden)
             self.tabs.setCurrentWidget(self.quality_table)
         self.quality = rows
         outputs = ", ".join(str(p) for p in (result.outputs or {}).values())

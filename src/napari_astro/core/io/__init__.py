@@ -7,6 +7,7 @@ TIFF, and 8/16-bit exports TIFF/PNG/JPEG (:mod:`.export`).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 from pathlib import Path
 
@@ -43,19 +44,7 @@ def is_supported(path: "str | os.PathLike[str]") -> bool:
 
 def read_image(path: "str | os.PathLike[str]") -> AstroImage:
     """Read any supported image file; raise :class:`BadInputError` for bad input."""
-    ext = _ext(path)
-    if ext == ".fits":
-        return read_fits(path)
-    if ext in XISF_EXTENSIONS:
-        from .xisf import read_xisf
-        return read_xisf(path)
-    if ext in RAW_EXTENSIONS:
-        from .raw import read_raw
-        return read_raw(path)
-    if ext in TIFF_EXTENSIONS:
-        from .export import read_tiff
-        return read_tiff(path)
-    raise BadInputError(path, f"unsupported file type {Path(path).suffix!r}")
+    return _readers(path)[0](path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,20 +77,30 @@ def read_info(path: "str | os.PathLike[str]") -> ImageInfo:
     Raises :class:`BadInputError` naming the file for missing, empty, truncated,
     foreign or image-less files.
     """
+    return _readers(path)[1](path)
+
+
+def _fits_info(path: "str | os.PathLike[str]") -> ImageInfo:
+    header, shape, history = read_fits_info(path)
+    bayer = cfa_pattern_from_header(header, shape[-2]) if len(shape) == 2 else None
+    return ImageInfo(header=header, shape=shape, bayer=bayer, history=tuple(history))
+
+
+# extensions -> (module, reader stem): ``read_<stem>`` and ``read_<stem>_info``, imported
+# when first needed (rawpy, tifffile and the XISF codecs cost import time)
+_OTHER_FORMATS = ((XISF_EXTENSIONS, "xisf", "xisf"), (RAW_EXTENSIONS, "raw", "raw"),
+                  (TIFF_EXTENSIONS, "export", "tiff"))
+
+
+def _readers(path: "str | os.PathLike[str]"):
+    """``(read image, read info)`` of the file's format; :class:`BadInputError` if none."""
     ext = _ext(path)
     if ext == ".fits":
-        header, shape, history = read_fits_info(path)
-        bayer = cfa_pattern_from_header(header, shape[-2]) if len(shape) == 2 else None
-        return ImageInfo(header=header, shape=shape, bayer=bayer, history=tuple(history))
-    if ext in XISF_EXTENSIONS:
-        from .xisf import read_xisf_info
-        return read_xisf_info(path)
-    if ext in RAW_EXTENSIONS:
-        from .raw import read_raw_info
-        return read_raw_info(path)
-    if ext in TIFF_EXTENSIONS:
-        from .export import read_tiff_info
-        return read_tiff_info(path)
+        return read_fits, _fits_info
+    for exts, module, stem in _OTHER_FORMATS:
+        if ext in exts:
+            mod = importlib.import_module(f"{__name__}.{module}")
+            return getattr(mod, f"read_{stem}"), getattr(mod, f"read_{stem}_info")
     raise BadInputError(path, f"unsupported file type {Path(path).suffix!r}")
 
 

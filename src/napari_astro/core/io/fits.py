@@ -13,6 +13,7 @@ bit-identical, ``.fz`` names tile-compressed losslessly, atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import warnings
@@ -191,21 +192,34 @@ def read_fits_info(path: str | os.PathLike[str]) -> tuple[fits.Header, tuple[int
     """
     p = Path(path)
     _check_file(p)
+    with open_image_hdu(p, "cannot read FITS header", lazy_load_hdus=True) as (hdul, index, hdu,
+                                                                            shape):
+        _check_complete(hdul, index, p)
+        history = decode_history(hdu.header)
+        header = _clean_header(hdu.header, compressed=isinstance(hdu, fits.CompImageHDU))
+    return header, shape, history
+
+
+@contextlib.contextmanager
+def open_image_hdu(path: Path, what: str, **open_kw):
+    """Open ``path`` and yield ``(hdul, index, hdu, shape)`` of its first image HDU.
+
+    ``shape`` is as :func:`read_fits` returns the data. Any failure inside the block
+    that is not already a :class:`BadInputError` becomes one naming ``path``:
+    ``"<what> (<astropy's message>)"`` (astropy raises many types for corrupt files).
+    ``open_kw`` go to :func:`astropy.io.fits.open` (``memmap`` is False).
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(p, memmap=False, lazy_load_hdus=True) as hdul:
-                index = _image_hdu_index(hdul, p)
+            with fits.open(path, memmap=False, **open_kw) as hdul:
+                index = _image_hdu_index(hdul, path)
                 hdu = hdul[index]
-                shape = _header_shape(hdu.header, p)
-                _check_complete(hdul, index, p)
-                history = decode_history(hdu.header)
-                header = _clean_header(hdu.header, compressed=isinstance(hdu, fits.CompImageHDU))
+                yield hdul, index, hdu, _header_shape(hdu.header, path)
     except BadInputError:
         raise
-    except Exception as exc:  # astropy raises many types for corrupt files
-        raise BadInputError(p, f"cannot read FITS header ({short_error(exc)})") from None
-    return header, shape, history
+    except Exception as exc:
+        raise BadInputError(path, f"{what} ({short_error(exc)})") from None
 
 
 def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
@@ -265,28 +279,19 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
     """
     p = Path(path)
     _check_file(p)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", AstropyWarning)
-            with fits.open(p, memmap=False, do_not_scale_image_data=True) as hdul:
-                index = _image_hdu_index(hdul, p)
-                hdu = hdul[index]
-                hdr = hdu.header
-                shape = _header_shape(hdr, p)
-                compressed = isinstance(hdu, fits.CompImageHDU)
-                if not compressed:
-                    _check_complete(hdul, index, p)
-                raw = hdu.data
-                if raw is None or raw.size == 0:
-                    raise BadInputError(p, "no image data")
-                history = decode_history(hdr)
-                header = _clean_header(hdr, compressed=compressed)
-                is_float = raw.dtype.kind == "f"
-                data = _to_float01(raw, hdr)
-    except BadInputError:
-        raise
-    except Exception as exc:
-        raise BadInputError(p, f"unreadable or truncated FITS ({short_error(exc)})") from None
+    with open_image_hdu(p, "unreadable or truncated FITS",
+                        do_not_scale_image_data=True) as (hdul, index, hdu, shape):
+        hdr = hdu.header
+        compressed = isinstance(hdu, fits.CompImageHDU)
+        if not compressed:
+            _check_complete(hdul, index, p)
+        raw = hdu.data
+        if raw is None or raw.size == 0:
+            raise BadInputError(p, "no image data")
+        history = decode_history(hdr)
+        header = _clean_header(hdr, compressed=compressed)
+        is_float = raw.dtype.kind == "f"
+        data = _to_float01(raw, hdr)
 
     data = data.reshape(shape)
     mask = None

@@ -1,0 +1,218 @@
+"""numba kernels of star detection: local maxima, the annulus median (local sky),
+adaptive Gaussian moments (centroid, covariance, flux) and the per-star measurement
+run in parallel over the candidates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+
+@njit(cache=True, nogil=True)
+def _find_peaks(r, thr, border, max_out):  # pragma: no cover - numba
+    """Local maxima of ``r`` above ``thr`` (3x3, ties broken by scan order)."""
+    h, w = r.shape
+    ys = np.empty(max_out, np.int32)
+    xs = np.empty(max_out, np.int32)
+    vs = np.empty(max_out, np.float32)
+    n = 0
+    for y in range(border, h - border):
+        for x in range(border, w - border):
+            v = r[y, x]
+            if v <= thr:
+                continue
+            # strictly greater than the neighbours scanned before, >= the later ones,
+            # so a flat (saturated) plateau yields exactly one peak
+            if (v <= r[y - 1, x - 1] or v <= r[y - 1, x] or v <= r[y - 1, x + 1]
+                    or v <= r[y, x - 1] or v < r[y, x + 1] or v < r[y + 1, x - 1]
+                    or v < r[y + 1, x] or v < r[y + 1, x + 1]):
+                continue
+            if n < max_out:
+                ys[n] = y
+                xs[n] = x
+                vs[n] = v
+                n += 1
+    return ys[:n], xs[:n], vs[:n]
+
+
+@njit(cache=True, nogil=True)
+def _annulus_median(data, bkg, cx, cy, r1, r2):  # pragma: no cover - numba
+    """Median of ``data - bkg`` in the annulus r1 <= r < r2 around (cx, cy)."""
+    h, w = data.shape
+    ir = int(math.ceil(r2))
+    ix = int(math.floor(cx + 0.5))
+    iy = int(math.floor(cy + 0.5))
+    buf = np.empty((2 * ir + 1) * (2 * ir + 1), np.float32)
+    n = 0
+    for yy in range(max(iy - ir, 0), min(iy + ir + 1, h)):
+        for xx in range(max(ix - ir, 0), min(ix + ir + 1, w)):
+            r2v = (xx - cx) ** 2 + (yy - cy) ** 2
+            if r1 * r1 <= r2v < r2 * r2:
+                buf[n] = data[yy, xx] - bkg[yy, xx]
+                n += 1
+    if n < 8:
+        return 0.0
+    return float(np.median(buf[:n]))
+
+
+@njit(cache=True, nogil=True)
+def _moments(data, bkg, ped, cx, cy, sw2, max_radius):  # pragma: no cover - numba
+    """Adaptive Gaussian moments from (cx, cy) with window variance sw2.
+
+    Returns ok, cx, cy, sw2, s0, mxx, myy, mxy (weighted central moments).
+    """
+    h, w = data.shape
+    ok = 0.0
+    s0 = 0.0
+    mxx = 0.0
+    myy = 0.0
+    mxy = 0.0
+    for it in range(40):
+        rad = int(min(max_radius, math.ceil(3.5 * math.sqrt(sw2)) + 1))
+        ix = int(math.floor(cx + 0.5))
+        iy = int(math.floor(cy + 0.5))
+        if ix - rad < 0 or iy - rad < 0 or ix + rad >= w or iy + rad >= h:
+            return 0.0, cx, cy, sw2, s0, mxx, myy, mxy
+        inv = 0.5 / sw2
+        s0 = 0.0
+        sx = 0.0
+        sy = 0.0
+        sxx = 0.0
+        syy = 0.0
+        sxy = 0.0
+        r2max = (rad + 0.5) * (rad + 0.5)
+        for yy in range(iy - rad, iy + rad + 1):
+            dy = yy - cy
+            for xx in range(ix - rad, ix + rad + 1):
+                dx = xx - cx
+                r2 = dx * dx + dy * dy
+                if r2 > r2max:
+                    continue
+                wv = math.exp(-r2 * inv) * (data[yy, xx] - bkg[yy, xx] - ped)
+                s0 += wv
+                sx += wv * dx
+                sy += wv * dy
+                sxx += wv * dx * dx
+                syy += wv * dy * dy
+                sxy += wv * dx * dy
+        if s0 <= 0:
+            return 0.0, cx, cy, sw2, s0, mxx, myy, mxy
+        mx = sx / s0
+        my = sy / s0
+        mxx = sxx / s0 - mx * mx
+        myy = syy / s0 - my * my
+        mxy = sxy / s0 - mx * my
+        m = 0.5 * (mxx + myy)
+        if m <= 0:
+            return 0.0, cx, cy, sw2, s0, mxx, myy, mxy
+        # for a Gaussian star (var s2) in a Gaussian window (var sw2) the weighted
+        # mean is pulled to the window centre by sw2 / (s2 + sw2): undo that
+        s2 = 1.0 / max(1.0 / m - 1.0 / sw2, 1e-6)
+        gain = min((s2 + sw2) / sw2, 4.0)
+        cx += gain * mx
+        cy += gain * my
+        new_sw2 = min(max(s2, 0.25), max_radius * max_radius / 9.0)
+        # 1e-4 px is 200x below the 0.02 px centroid accuracy we need; tighter
+        # tolerances only cost iterations (each one an exp() per window pixel)
+        done = (abs(mx) * gain < 1e-4 and abs(my) * gain < 1e-4
+                and abs(new_sw2 - sw2) < 1e-3 * sw2)
+        sw2 = new_sw2
+        if done:
+            ok = 1.0
+            break
+    else:
+        ok = 1.0  # 40 iterations: accept (slow oscillation well below 1e-3 px)
+    return ok, cx, cy, sw2, s0, mxx, myy, mxy
+
+
+@njit(cache=True, parallel=True, nogil=True)
+def _measure(data, bkg, ys, xs, sigma0, max_radius, sat_level, out):  # pragma: no cover
+    """Adaptive-moment measurement of each candidate.
+
+    ``out[i]`` = x, y, flux, sxx, syy, sxy, peak, neighbour_ratio, ok, saturated, shift.
+    Timing (2000x1500, 600 candidates): ~3 ms on 2 cores.
+    """
+    h, w = data.shape
+    for i in prange(ys.shape[0]):
+        py = ys[i]
+        px = xs[i]
+        # brightest raw pixel near the (smoothed) peak
+        b = bkg[py, px]
+        best = -1e30
+        by = py
+        bx = px
+        for yy in range(max(py - 1, 0), min(py + 2, h)):
+            for xx in range(max(px - 1, 0), min(px + 2, w)):
+                v = data[yy, xx]
+                if v > best:
+                    best = v
+                    by = yy
+                    bx = xx
+        peak = best - b
+        # neighbour ratio: a hot pixel has ~0 signal in its 4 neighbours
+        nsum = 0.0
+        ncount = 0
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            yy = by + dy
+            xx = bx + dx
+            if 0 <= yy < h and 0 <= xx < w:
+                nsum += data[yy, xx] - b
+                ncount += 1
+        ratio = nsum / max(ncount, 1) / peak if peak > 0 else 0.0
+        saturated = 0.0
+        if sat_level > 0:
+            nsat = 0
+            for yy in range(max(by - 1, 0), min(by + 2, h)):
+                for xx in range(max(bx - 1, 0), min(bx + 2, w)):
+                    if data[yy, xx] >= sat_level:
+                        nsat += 1
+            if nsat >= 2:
+                saturated = 1.0
+        # local pedestal from an annulus at 3-4.5 FWHM, for nebulae and gradients the
+        # coarse mesh cannot follow: first with the guessed FWHM, then with the
+        # measured one (a large star's wings would bias the first ring)
+        fw = 2.3548 * sigma0
+        ped = _annulus_median(data, bkg, float(px), float(py), max(3.0 * fw, 5.0),
+                              max(3.0 * fw, 5.0) + max(1.5 * fw, 3.0))
+        ok, cx, cy, sw2, s0, mxx, myy, mxy = _moments(data, bkg, ped, float(px), float(py),
+                                                      sigma0 * sigma0, max_radius)
+        if ok > 0:
+            fw = 2.3548 * math.sqrt(sw2)
+            r1 = max(3.0 * fw, 5.0)
+            ped2 = _annulus_median(data, bkg, cx, cy, r1, r1 + max(1.5 * fw, 3.0))
+            if abs(ped2 - ped) > 1e-7:
+                ped = ped2
+                ok, cx, cy, sw2, s0, mxx, myy, mxy = _moments(data, bkg, ped, cx, cy, sw2,
+                                                              max_radius)
+        peak -= ped
+        # deconvolve the window from the measured covariance: C = (M^-1 - W^-1)^-1
+        det = mxx * myy - mxy * mxy
+        if ok > 0 and det > 0:
+            a = myy / det - 1.0 / sw2
+            d = mxx / det - 1.0 / sw2
+            c = -mxy / det
+            det2 = a * d - c * c
+            if a > 0 and d > 0 and det2 > 0:
+                out[i, 3] = d / det2
+                out[i, 4] = a / det2
+                out[i, 5] = -c / det2
+            else:
+                ok = 0.0
+        else:
+            ok = 0.0
+        # Gaussian-window flux: a Gaussian star of flux F gives s0 = F sw2 / (s2 + sw2)
+        if ok > 0:
+            s2 = 0.5 * (out[i, 3] + out[i, 4])
+            flux = s0 * (s2 + sw2) / sw2
+        else:
+            flux = 0.0
+        out[i, 0] = cx
+        out[i, 1] = cy
+        out[i, 2] = flux
+        out[i, 6] = peak
+        out[i, 7] = ratio
+        out[i, 8] = ok
+        out[i, 9] = saturated
+        out[i, 10] = math.sqrt((cx - px) ** 2 + (cy - py) ** 2)
