@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import queue
+import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
 
 from .client import IndiClient, IndiError
 
-__all__ = ["Camera", "GuideCamera", "Mount", "Focuser", "FilterWheel", "LightPanel",
+__all__ = ["Camera", "GuideCamera", "GuideHead", "Mount", "Focuser", "FilterWheel", "LightPanel",
            "Frame", "Equipment"]
 
 #: INDI CCD_FRAME_TYPE elements for our frame types.
@@ -96,6 +99,7 @@ class Camera(_Device):
     """A CCD/CMOS camera (INDI CCD interface)."""
 
     ccd = "CCD"          # property prefix; the guide head of a camera uses "GUIDER"
+    _chip = "main"       # which of the device's BLOBs are ours (see _chip_of)
 
     def connect(self, timeout: float = 15.0) -> None:
         super().connect(timeout)
@@ -181,10 +185,11 @@ class Camera(_Device):
         ``timeout`` defaults to the exposure + 60 s (download and a slow driver).
         """
         self.set_frame_type(kind)
-        self.client.drain_blobs(self.name)
+        _chip_drain(self.client, self.name, self._chip)
         self.client.set_number(self.name, f"{self.ccd}_EXPOSURE",
                                {f"{self.ccd}_EXPOSURE_VALUE": float(seconds)})
-        blob = self.client.next_blob(self.name, timeout if timeout is not None else seconds + 60.0)
+        blob = _chip_next(self.client, self.name, self._chip,
+                          timeout if timeout is not None else seconds + 60.0)
         if blob.format.lower() not in (".fits", ".fit", "fits"):
             raise IndiError(f"{self.name}: sent a {blob.format} image, not FITS")
         return parse_fits_blob(blob.data)
@@ -201,6 +206,88 @@ class Camera(_Device):
 
 class GuideCamera(Camera):
     """A separate guide camera (``indi_simulator_guide``); same interface as Camera."""
+
+
+class GuideHead(Camera):
+    """The guide chip of a camera with two sensors (INDI's ``GUIDER_*`` properties and
+    the ``CCD2`` BLOB; e.g. the ``CCD Simulator``'s 500 x 290 guide head, or an SBIG's
+    tracking CCD). Same interface as Camera; ``guide_pulse`` goes through the
+    camera's ST-4 port. It shares the device (and its connection) with the main chip:
+    frames of the two chips are told apart by BLOB name, so both may expose at once.
+    """
+
+    ccd = "GUIDER"
+    _chip = "guide"
+
+    def info(self) -> dict[str, float]:
+        # GUIDER_INFO's elements are named CCD_MAX_X... like CCD_INFO's
+        i = self.client.number(self.name, "GUIDER_INFO")
+        return {k.replace("CCD_", "GUIDER_", 1): v for k, v in i.items()} | i
+
+    def set_gain(self, gain: float) -> None:      # the chips share one gain
+        return None
+
+    def set_offset(self, offset: float) -> None:
+        return None
+
+    def temperature(self) -> float | None:
+        return None
+
+    def min_exposure(self) -> float:
+        return 0.0
+
+
+# -- BLOB routing per chip ----------------------------------------------------------
+# IndiClient queues a device's BLOBs together; a camera with a guide head sends the
+# main chip's frames as CCD1 and the guide chip's as CCD2. Both chips' exposures read
+# the device queue through here, which moves each BLOB to its chip's own queue.
+_ROUTES: "weakref.WeakKeyDictionary[IndiClient, dict]" = weakref.WeakKeyDictionary()
+_ROUTE_LOCK = threading.Lock()
+
+
+def _chip_of(blob_name: str) -> str:
+    return "guide" if blob_name.upper() == "CCD2" else "main"
+
+
+def _chip_queue(client: IndiClient, device: str, chip: str) -> "queue.Queue":
+    with _ROUTE_LOCK:
+        routes = _ROUTES.setdefault(client, {})
+        return routes.setdefault((device, chip), queue.Queue())
+
+
+def _route(client: IndiClient, device: str) -> None:
+    """Move every BLOB waiting in the client's queue of ``device`` to its chip's queue."""
+    src = client._blobs[device]  # noqa: SLF001 - the client's own per-device queue
+    while True:
+        try:
+            blob = src.get_nowait()
+        except queue.Empty:
+            return
+        _chip_queue(client, device, _chip_of(blob.name)).put(blob)
+
+
+def _chip_drain(client: IndiClient, device: str, chip: str) -> None:
+    _route(client, device)
+    q = _chip_queue(client, device, chip)
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
+
+
+def _chip_next(client: IndiClient, device: str, chip: str, timeout: float):
+    """The next BLOB of ``chip`` from ``device`` (IndiError after ``timeout`` s)."""
+    q = _chip_queue(client, device, chip)
+    deadline = time.monotonic() + timeout
+    while True:
+        client._check()  # noqa: SLF001 - ConnectionLost when the server dropped
+        _route(client, device)
+        try:
+            return q.get(timeout=min(0.1, max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            if time.monotonic() >= deadline:
+                raise IndiError(f"{device}: no image arrived within {timeout:.0f} s") from None
 
 
 def _pulse(client: IndiClient, device: str, direction: str, ms: float) -> None:
@@ -386,15 +473,17 @@ class Equipment:
     focuser: Focuser | None = None
     wheel: FilterWheel | None = None
     panel: LightPanel | None = None
-    guider: GuideCamera | None = None
+    guider: GuideCamera | GuideHead | None = None
 
     @classmethod
     def from_names(cls, client: IndiClient, *, camera: str | None = None, mount: str | None = None,
                    focuser: str | None = None, wheel: str | None = None,
                    panel: str | None = None, guider: str | None = None) -> "Equipment":
+        # the camera's own name as guider: its guide head (a second chip)
+        guide = guider and (GuideHead(client, guider) if guider == camera else GuideCamera(client, guider))
         return cls(client, camera and Camera(client, camera), mount and Mount(client, mount),
                    focuser and Focuser(client, focuser), wheel and FilterWheel(client, wheel),
-                   panel and LightPanel(client, panel), guider and GuideCamera(client, guider))
+                   panel and LightPanel(client, panel), guide)
 
     def devices(self) -> list[_Device]:
         return [d for d in (self.camera, self.mount, self.focuser, self.wheel, self.panel,
@@ -416,7 +505,8 @@ class Equipment:
                 active["ACTIVE_FILTER"] = self.wheel.name
             if active:
                 self.client.set_text(cam.name, "ACTIVE_DEVICES", active)
-        if self.guider is not None and self.guider.has("ACTIVE_DEVICES") and self.mount:
+        if (self.guider is not None and not isinstance(self.guider, GuideHead)
+                and self.guider.has("ACTIVE_DEVICES") and self.mount):
             self.client.set_text(self.guider.name, "ACTIVE_DEVICES",
                                  {"ACTIVE_TELESCOPE": self.mount.name})
 

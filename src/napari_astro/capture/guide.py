@@ -2,23 +2,34 @@
 proportional corrections through the mount's guide port.
 
 Calibration pulses west then north (and back) and measures how far the star moves
-per millisecond: two vectors in guide-camera pixels. A guide step measures the star
+per millisecond: two vectors in guide-camera pixels (out-and-back, so a steady drift
+cancels). A guide step measures the star
 (intensity-weighted centroid in a box around its last position), splits its offset
 from the lock position onto the two vectors, and sends
 ``-aggressiveness * offset`` as pulses, skipping moves under ``min_move`` pixels;
 ``hysteresis`` blends in the previous correction (as PHD2's hysteresis algorithm).
+
+:class:`GuideLoop` runs a :class:`Guider` in a daemon thread for the sequence runner
+and the docks: start (star selection, calibration), pause/resume around slews and
+autofocus, dither with settling, flip after a meridian flip, live RA/Dec errors.
+:class:`~.phd2.PHD2Guider` offers the same methods over PHD2's JSON-RPC server.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["Guider", "GuideStats"]
+__all__ = ["Guider", "GuideStats", "GuideLoop", "GuideError"]
+
+
+class GuideError(RuntimeError):
+    """Guiding failed: no or lost guide star, calibration failed, settling timed out."""
 
 
 @dataclasses.dataclass
@@ -32,6 +43,17 @@ class GuideStats:
     def rms(self) -> float:
         e = np.hypot(self.ra, self.dec)
         return float(np.sqrt(np.mean(e ** 2))) if len(e) else float("nan")
+
+    @property
+    def rms_ra(self) -> float:
+        return float(np.sqrt(np.mean(np.square(self.ra)))) if len(self.ra) else float("nan")
+
+    @property
+    def rms_dec(self) -> float:
+        return float(np.sqrt(np.mean(np.square(self.dec)))) if len(self.dec) else float("nan")
+
+    def last(self, n: int) -> "GuideStats":
+        return GuideStats(list(self.ra[-n:]), list(self.dec[-n:]))
 
 
 class Guider:
@@ -50,31 +72,83 @@ class Guider:
         self.lock: np.ndarray | None = None       # where the star is kept
         self.ra_vec = self.dec_vec = None         # px per ms of a W / N pulse
         self._last = np.zeros(2)
+        self._full_scale = 0.0
         self.stats = GuideStats([], [])
 
     # -- measuring --------------------------------------------------------------------
     def _frame(self) -> np.ndarray:
-        return self.camera.expose(self.exposure, "light", timeout=self.exposure + 60).data.astype(np.float32)
+        frame = self.camera.expose(self.exposure, "light", timeout=self.exposure + 60)
+        self._full_scale = float(getattr(frame, "full_scale", 0.0) or 0.0)
+        return frame.data.astype(np.float32)
+
+    def find_stars(self, img: np.ndarray, snr: float = 12.0) -> np.ndarray:
+        """Candidate guide stars: rows (x, y, peak above background), brightest first.
+
+        Local maxima of the lightly smoothed frame ``snr`` noise levels above the
+        median (guide frames are small and often undersampled: a star may be 1-2 px
+        wide, below what the stacking detector accepts).
+        """
+        from scipy import ndimage
+
+        sm = ndimage.uniform_filter(img, 3)
+        med = float(np.median(sm))
+        noise = 1.4826 * float(np.median(np.abs(sm - med))) or float(np.std(sm)) or 1.0
+        peaks = (sm == ndimage.maximum_filter(sm, 7)) & (sm > med + snr * noise)
+        ys, xs = np.nonzero(peaks)
+        if not len(xs):
+            return np.zeros((0, 3))
+        order = np.argsort(-sm[ys, xs])
+        ys, xs = ys[order], xs[order]
+        out = []
+        for x, y in zip(xs, ys):   # intensity-weighted centroid in a 7x7 window
+            y0, x0 = max(y - 3, 0), max(x - 3, 0)
+            cut = np.clip(img[y0:y + 4, x0:x + 4] - med, 0.0, None)
+            yy, xx = np.mgrid[0:cut.shape[0], 0:cut.shape[1]]
+            tot = float(cut.sum()) or 1.0
+            out.append((x0 + float((cut * xx).sum()) / tot, y0 + float((cut * yy).sum()) / tot,
+                        float(img[y, x]) - med))
+        return np.array(out)
 
     def select_star(self) -> np.ndarray:
         """Pick the brightest unsaturated, isolated star away from the edges."""
-        from ..core.stars import detect_stars
-
         img = self._frame()
-        stars = detect_stars(img, sigma=8.0, max_stars=50)
+        stars = self.find_stars(img)
         h, w = img.shape
-        sat = 0.9 * float(img.max())
-        for i in np.argsort(-np.asarray(stars.flux)):
-            x, y = float(stars.x[i]), float(stars.y[i])
-            if not (2 * self.box < x < w - 2 * self.box and 2 * self.box < y < h - 2 * self.box):
+        full = self._full_scale or float(img.max())
+        sat = 0.8 * full
+        margin = min(2 * self.box, max(h, w) // 6)
+        for x, y, _ in stars:
+            if not (margin < x < w - margin and margin < y < h - margin):
                 continue
             if img[int(round(y)), int(round(x))] >= sat:
+                continue
+            d = np.hypot(stars[:, 0] - x, stars[:, 1] - y)
+            if np.any((d > 1.0) & (d < self.box)):   # a neighbour inside the box
                 continue
             self.star = np.array([x, y])
             self.lock = self.star.copy()
             self.log(f"guide star at ({x:.1f}, {y:.1f})")
             return self.star
-        raise RuntimeError("no guide star found")
+        raise GuideError(f"no guide star found ({len(stars)} candidates, none unsaturated, "
+                         f"isolated and {margin} px from the edges)")
+
+    def reacquire(self, radius: float | None = None) -> np.ndarray:
+        """Find the guide star again near its lock position (after a pause: a slew
+        back, a focus run) and keep the lock; else select a new star and lock there."""
+        if self.lock is None:
+            return self.select_star()
+        radius = 2.0 * self.box if radius is None else radius
+        stars = self.find_stars(self._frame())
+        if len(stars):
+            d = np.hypot(stars[:, 0] - self.lock[0], stars[:, 1] - self.lock[1])
+            i = int(np.argmin(d))
+            if d[i] <= radius:
+                self.star = stars[i, :2].copy()
+                self.log(f"guide star found again at ({self.star[0]:.1f}, {self.star[1]:.1f}), "
+                         f"{d[i]:.1f} px from the lock")
+                return self.star
+        self.log("guide star not found near its lock position: selecting a new one")
+        return self.select_star()
 
     def measure(self) -> np.ndarray:
         """The guide star's position in a new frame (centroid in a box)."""
@@ -89,7 +163,7 @@ class Guider:
             f = cut - np.median(cut)
             f = np.where(f > 3 * max(np.std(cut[f < np.percentile(f, 80)]), 1e-3), f, 0.0)
             if f.sum() <= 0:
-                raise RuntimeError("guide star lost")
+                raise GuideError("guide star lost")
             yy, xx = np.mgrid[0:cut.shape[0], 0:cut.shape[1]]
             x, y = x0 + (f * xx).sum() / f.sum(), y0 + (f * yy).sum() / f.sum()
         self.star = np.array([x, y])
@@ -101,18 +175,29 @@ class Guider:
         if self.star is None:
             self.select_star()
         vecs = []
+        start = self.measure()
         for go, back in (("W", "E"), ("N", "S")):
-            start = self.measure()
             self.port.guide_pulse(go, self.calibration_ms)
-            moved = self.measure() - start
+            mid = self.measure()
             self.port.guide_pulse(back, self.calibration_ms)
+            end = self.measure()
+            # out and back: a steady drift (periodic error, polar misalignment) adds
+            # the same to both legs and cancels in their difference
+            moved = ((mid - start) - (end - mid)) / 2.0
             vecs.append(moved / self.calibration_ms)
             self.log(f"calibration {go}: {np.hypot(*moved):.2f} px in {self.calibration_ms:.0f} ms")
+            start = end
+        for v, d in zip(vecs, "WN"):
+            if np.hypot(*v) * self.calibration_ms < 1.0:
+                raise GuideError(f"calibration failed: the star moved {np.hypot(*v) * self.calibration_ms:.2f} px "
+                                 f"on a {self.calibration_ms:.0f} ms {d} pulse (is the port "
+                                 f"connected, the mount tracking?)")
+        (ax, ay), (bx, by) = vecs
+        sin = abs(ax * by - ay * bx) / (np.hypot(ax, ay) * np.hypot(bx, by))
+        if sin < 0.5:   # the two directions less than 30 degrees apart: no usable basis
+            raise GuideError(f"calibration failed: the W and N pulses moved the star along "
+                             f"nearly the same line ({np.degrees(np.arcsin(sin)):.0f} deg apart)")
         self.ra_vec, self.dec_vec = vecs
-        (ax, ay), (bx, by) = self.ra_vec, self.dec_vec
-        if abs(ax * by - ay * bx) < 1e-9:   # parallel or zero: no 2-D basis
-            raise RuntimeError("calibration failed: the star did not move (is the mount tracking?)")
-        self.measure()
         self.lock = self.star.copy()
         return self.ra_vec, self.dec_vec
 
@@ -155,4 +240,240 @@ class Guider:
             ra, dec = self.step()
             if math.hypot(ra, dec) <= settle_px:
                 return n
-        raise RuntimeError(f"guiding did not settle within {timeout_frames} frames")
+        raise GuideError(f"guiding did not settle within {timeout_frames} frames")
+
+
+class GuideLoop:
+    """Guide continuously with ``guider`` in a daemon thread.
+
+    ``on_step(ra_px, dec_px, rms_px)`` is called from the loop thread after each guide
+    frame (``rms_px``: RMS of the last 20 frames); ``log(message)`` likewise. A lost
+    star is looked for again near its lock position for a few frames, then the loop
+    ends and the next :meth:`dither` (or :attr:`error`) reports it.
+    """
+
+    #: frames in a row without the star before the loop gives up
+    lost_frames = 5
+
+    def __init__(self, guider: Guider, *, log: Callable[[str], None] | None = None,
+                 on_step: Callable[[float, float, float], None] | None = None) -> None:
+        self.guider = guider
+        self.log = log or guider.log
+        if log is not None:
+            guider.log = log
+        self.on_step = on_step
+        self._stats = GuideStats([], [])
+        self._times: list[float] = []           # monotonic time of each guide frame
+        self._cv = threading.Condition()        # notified after each frame and on exit
+        self._busy = threading.Lock()           # held while a frame is taken/corrected
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    @property
+    def stats(self) -> GuideStats:
+        """RA/Dec errors [px] of every guide frame since :meth:`start`."""
+        with self._cv:
+            return GuideStats(list(self._stats.ra), list(self._stats.dec))
+
+    def rms(self, last: int = 20) -> float:
+        """Total RMS error [px] of the last ``last`` guide frames."""
+        return self.stats.last(last).rms
+
+    # -- control -------------------------------------------------------------------
+    def start(self, *, calibrate: bool = True, timeout: float = 120.0) -> None:
+        """Select a star (if none), calibrate (if asked or never done) and guide in a
+        thread; returns after the first guide frame (GuideError if none in ``timeout`` s)."""
+        if self.running:
+            return
+        g = self.guider
+        try:
+            fresh = g.star is None
+            if fresh:
+                g.select_star()
+            if calibrate or g.ra_vec is None:
+                g.calibrate()
+            elif not fresh:
+                g.reacquire()
+        except GuideError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - device errors, named
+            raise GuideError(f"guiding could not start: {exc}") from exc
+        with self._cv:
+            self._stats = GuideStats([], [])
+            self._times = []
+        self.error = None
+        self._stop.clear()
+        self._paused.clear()
+        self._thread = threading.Thread(target=self._run, name="napari-astro-guide", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while not self._times and self.error is None and self._thread.is_alive():
+                if not self._cv.wait(min(0.5, max(0.0, deadline - time.monotonic()))) \
+                        and time.monotonic() >= deadline:
+                    break
+        if self.error is not None or not self._times:
+            why = self.error or f"no guide frame within {timeout:.0f} s"
+            self.stop()
+            raise GuideError(f"guiding did not start: {why}")
+        self.log(f"guiding on the star at ({g.lock[0]:.1f}, {g.lock[1]:.1f})")
+
+    def stop(self) -> None:
+        """End the loop (waits for the frame in progress). Safe to call twice."""
+        self._stop.set()
+        self._paused.clear()
+        t = self._thread
+        if t is not None and t is not threading.current_thread():
+            t.join()
+        self._thread = None
+        with self._cv:
+            self._cv.notify_all()
+
+    def pause(self) -> None:
+        """No exposures or pulses until :meth:`resume` (returns once the frame in
+        progress is done)."""
+        self._paused.set()
+        with self._busy:   # the current frame finishes
+            pass
+
+    def resume(self) -> None:
+        """Guide again: the star is looked for near its lock position (else a new one
+        is selected and locked)."""
+        if not self._paused.is_set():
+            return
+        with self._busy:
+            try:
+                self.guider.reacquire()
+            except Exception as exc:  # noqa: BLE001
+                raise GuideError(f"guiding could not resume: {exc}") from exc
+            self.guider._last = np.zeros(2)   # noqa: SLF001 - no hysteresis across a pause
+            self._paused.clear()
+
+    def flip(self) -> None:
+        """After a meridian flip: the image turned 180 degrees relative to the pulses,
+        so both calibration vectors are reversed; a star is selected again."""
+        g = self.guider
+        was_paused = self._paused.is_set()
+        self.pause()
+        with self._busy:
+            if g.ra_vec is None:
+                raise GuideError("flip: the guider is not calibrated")
+            g.ra_vec, g.dec_vec = -np.asarray(g.ra_vec), -np.asarray(g.dec_vec)
+            g._last = np.zeros(2)   # noqa: SLF001
+            try:
+                g.select_star()
+            except Exception as exc:  # noqa: BLE001
+                raise GuideError(f"flip: {exc}") from exc
+            self.log("calibration flipped (meridian flip); new guide star selected")
+            if not was_paused:
+                self._paused.clear()
+
+    def dither(self, pixels: float, *, settle_px: float = 1.0, settle_time: float = 2.0,
+               timeout: float = 60.0, rng=None) -> tuple[float, float]:
+        """Move the lock position by ``pixels`` guide-camera px in a random direction
+        and wait until the error stayed <= ``settle_px`` for ``settle_time`` s.
+
+        Returns the offset (dx, dy) [px]; GuideError if not settled within ``timeout``
+        s or if the loop is not guiding.
+        """
+        if not self.running:
+            raise GuideError(f"dither: not guiding ({self.error or 'the loop is stopped'})")
+        if self._paused.is_set():
+            raise GuideError("dither: guiding is paused")
+        rng = np.random.default_rng() if rng is None else rng
+        angle = float(rng.uniform(0.0, 2.0 * math.pi))
+        dx, dy = pixels * math.cos(angle), pixels * math.sin(angle)
+        with self._busy:
+            self.guider.lock = self.guider.lock + np.array([dx, dy])
+            with self._cv:
+                n0 = len(self._times)
+        self.log(f"dither by ({dx:+.2f}, {dy:+.2f}) px")
+        self.wait_settled(settle_px, settle_time, timeout, since=n0)
+        return dx, dy
+
+    def wait_settled(self, settle_px: float = 1.0, settle_time: float = 2.0,
+                     timeout: float = 60.0, *, since: int | None = None) -> float:
+        """Block until the guide frames after frame ``since`` (default: now) kept the
+        error <= ``settle_px`` for ``settle_time`` s; returns the seconds it took."""
+        t0 = time.monotonic()
+        deadline = t0 + timeout
+        with self._cv:
+            n = len(self._times) if since is None else since
+            streak: float | None = None      # time of the first frame of the good run
+            while True:
+                while n < len(self._times):
+                    err = math.hypot(self._stats.ra[n], self._stats.dec[n])
+                    if err <= settle_px:
+                        streak = self._times[n] if streak is None else streak
+                        if self._times[n] - streak >= settle_time:
+                            self.log(f"settled in {time.monotonic() - t0:.1f} s")
+                            return time.monotonic() - t0
+                    else:
+                        streak = None
+                    n += 1
+                if self.error is not None or not (self._thread and self._thread.is_alive()):
+                    raise GuideError(f"guiding stopped while settling: {self.error or 'stopped'}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise GuideError(f"guiding did not settle within {timeout:.0f} s "
+                                     f"(last error {self._last_error():.2f} px > {settle_px} px)")
+                self._cv.wait(min(left, 0.5))
+
+    def _last_error(self) -> float:
+        if not self._stats.ra:
+            return float("nan")
+        return math.hypot(self._stats.ra[-1], self._stats.dec[-1])
+
+    # -- the thread --------------------------------------------------------------------
+    def _run(self) -> None:
+        lost = 0
+        try:
+            while not self._stop.is_set():
+                if self._paused.is_set():
+                    self._stop.wait(0.1)
+                    continue
+                with self._busy:
+                    if self._paused.is_set() or self._stop.is_set():
+                        continue
+                    try:
+                        ra, dec = self.guider.step()
+                    except GuideError as exc:
+                        lost += 1
+                        self.log(f"{exc} ({lost}/{self.lost_frames})")
+                        if lost >= self.lost_frames:
+                            raise
+                        try:
+                            self.guider.reacquire()
+                        except GuideError:
+                            pass
+                        continue
+                    lost = 0
+                    with self._cv:
+                        self._stats.ra.append(ra)
+                        self._stats.dec.append(dec)
+                        self._times.append(time.monotonic())
+                        rms = self._stats.last(20).rms
+                        self._cv.notify_all()
+                cb = self.on_step
+                if cb is not None:
+                    try:
+                        cb(ra, dec, rms)
+                    except Exception:  # noqa: BLE001 - a display error must not stop guiding
+                        pass
+        except BaseException as exc:  # noqa: BLE001 - reported through .error
+            self.error = exc
+            self.log(f"guiding stopped: {exc}")
+        finally:
+            with self._cv:
+                self._cv.notify_all()
