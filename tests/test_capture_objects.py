@@ -85,7 +85,8 @@ def test_every_messier_number_resolves_to_its_own_object():
 ])
 def test_aliases_and_spellings_name_one_object(spellings):
     found = [find(s) for s in spellings]
-    assert all(isinstance(f, SkyObject) for f in found), [s for s, f in zip(spellings, found) if f is None]
+    missing = [s for s, f in zip(spellings, found) if f is None]
+    assert not missing and all(isinstance(f, SkyObject) for f in found), missing
     assert len({f.name for f in found}) == 1, {s: f.name for s, f in zip(spellings, found)}
     assert found[0].name == spellings[0]
 
@@ -156,7 +157,8 @@ def test_sequence_object_without_coordinates_resolves_through_the_catalogue(tmp_
     from napari_astro.capture.sequence import SequenceRunner, load_sequence
 
     p = tmp_path / "m31.toml"
-    p.write_text('[sequence]\nobject = "M 31"\n\n[[line]]\ntype = "light"\nexposure = 1\ncount = 1\n')
+    p.write_text('[sequence]\nobject = "M 31"\n\n'
+                 '[[line]]\ntype = "light"\nexposure = 1\ncount = 1\n')
     seq = load_sequence(p)
     assert seq.settings.ra is None and seq.settings.dec is None and seq.settings.slew
     # resolve_target reads only the sequence's settings: call it on a stand-in runner

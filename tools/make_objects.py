@@ -212,7 +212,8 @@ def hipparcos(stars_dir: pathlib.Path) -> dict[int, tuple[float, float, float]]:
         nz = 20 * 4 ** int(head[4])
         n = int(np.frombuffer(buf, "<u4", count=nz, offset=32).sum())
         raw = np.frombuffer(buf, np.uint8, count=n * 28, offset=32 + 4 * nz).reshape(n, 28)
-        hip = raw[:, 0].astype(np.int64) | raw[:, 1].astype(np.int64) << 8 | raw[:, 2].astype(np.int64) << 16
+        b = raw[:, :3].astype(np.int64)
+        hip = b[:, 0] | b[:, 1] << 8 | b[:, 2] << 16      # int24 little-endian
         cat = read_cat(f)          # same record order as ``raw``
         for h, ra, dec, v in zip(hip, cat["ra"], cat["dec"], cat["vmag"]):
             if h > 0 and int(h) not in out:
@@ -282,7 +283,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ongc", type=pathlib.Path, help="ongc.db or a pyongc wheel "
                     "(default: the installed pyongc)")
-    ap.add_argument("--stellarium", type=pathlib.Path, default=pathlib.Path("/usr/share/stellarium"),
+    ap.add_argument("--stellarium", type=pathlib.Path,
+                    default=pathlib.Path("/usr/share/stellarium"),
                     help="Stellarium data folder (Debian stellarium-data)")
     ap.add_argument("--mag", type=float, default=12.0, help="faintest NGC/IC kept without a "
                     "common name [mag]")

@@ -12,7 +12,7 @@ stars answer to their IAU name, "HIP 91262", "HD 172167", "HR 7001" and their Ba
 or Flamsteed designation ("Alpha Lyr", "alf Lyr", "α Lyr", "Alpha Lyrae").
 
     >>> lookup("m31")
-    (10.68471, 41.26875)
+    (10.68479, 41.26906)
 """
 
 from __future__ import annotations
