@@ -56,3 +56,125 @@ def test_live_stack_dock_stacks_a_folder(make_napari_viewer, qtbot, shared_data,
         assert layer.metadata["frames"] == 3
     finally:
         w.stop()
+
+
+# -- the docks on one simulator rig ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def rig():
+    from napari_astro.capture.testing import simulator_rig
+
+    if simulators_missing() is not None:
+        pytest.skip(str(simulators_missing()))
+    with simulator_rig() as (server, client):
+        yield server, client
+
+
+@pytest.fixture
+def equipment(rig, make_napari_viewer):
+    """An Equipment dock connected to the rig's client (shared through SESSION)."""
+    from napari_astro.widgets.capture import SESSION, EquipmentWidget
+
+    server, client = rig
+    viewer = make_napari_viewer()
+    SESSION.client = client
+    w = EquipmentWidget(viewer)
+    w.server_edit.setText(f"localhost:{server.port}")
+    w.connect_equipment()
+    yield viewer, w
+    w._polling.clear()
+    SESSION.server = SESSION.client = SESSION.equipment = None   # the rig stops them
+
+
+@pytest.mark.slow
+def test_sequence_dock_builds_saves_loads_and_runs(equipment, qtbot, tmp_path):
+    from astropy.io import fits
+
+    from napari_astro.capture.sequence import LineParams, load_sequence
+    from napari_astro.widgets.capture import SequenceWidget
+
+    viewer, _ = equipment
+    w = SequenceWidget(viewer)
+    # build it in the dock: lights 2 x 1 s dithered between them, a dark, a bias
+    w.form["object"].value = "M45"
+    w.form["dither_every"].value = 1
+    w.form["dither_pixels"].value = 4.0
+    w.form["settle"].value = 0.2
+    w.form["wheel"].value = ""
+    w.form["panel"].value = ""
+    w.table.set_lines([])
+    for line in (LineParams(type="light", exposure=1.0), LineParams(type="dark", exposure=1.0),
+                 LineParams(type="bias")):
+        w.table.add_line(line)
+    w.table.cellWidget(0, 1).setValue(2)                     # the lights' count, edited
+    seq = w.sequence()
+    assert [(ln.type, ln.count, ln.exposure) for ln in seq.lines] == [
+        ("light", 2, 1.0), ("dark", 1, 1.0), ("bias", 1, None)]
+    w.save(tmp_path / "seq.toml")
+    assert load_sequence(tmp_path / "seq.toml") == seq
+    other = SequenceWidget(viewer)                            # loads into a fresh dock
+    other.load(tmp_path / "seq.toml")
+    assert other.sequence() == seq
+
+    w.out_edit.setText(str(tmp_path / "night"))
+    assert w.run() is not None
+    qtbot.waitUntil(lambda: w.result is not None, timeout=120000)
+    assert not isinstance(w.result, Exception), w.result
+    assert w.bar.value() == 1000 and w.frames_shown == 4
+    assert [lay.name for lay in viewer.layers].count(w.LAYER) == 1      # updated in place
+    layer = viewer.layers[w.LAYER]
+    assert layer.metadata["path"] == str(w.result[-1])
+    kinds = [fits.getheader(p)["IMAGETYP"] for p in w.result]
+    assert kinds == ["Light Frame", "Light Frame", "Dark Frame", "Bias Frame"]
+    assert all(p.is_file() and p.is_relative_to(tmp_path / "night") for p in w.result)
+
+
+@pytest.mark.slow
+def test_focus_and_guiding_dock_on_the_simulators(equipment, qtbot):
+    import numpy as np
+
+    from napari_astro.widgets.capture import SESSION
+    from napari_astro.widgets.focusguide import FocusGuideWidget
+
+    viewer, eq_dock = equipment
+    eq = SESSION.equipment
+    client = eq.client
+    # ground truth: the simulator's own star FWHM against position (a parabola)
+    xs = np.array([26000, 38000, 50000])
+    fwhm = []
+    for x in xs:
+        eq.focuser.move_to(int(x))
+        fwhm.append(client.number("Focuser Simulator", "FWHM")["SIM_FWHM"])
+    k2, k1, _ = np.polyfit(xs, fwhm, 2)
+    truth = -k1 / (2 * k2)
+    # the Pleiades (bright stars), from the Equipment dock's mount controls
+    eq_dock.ra_spin.setValue(56.75)
+    eq_dock.dec_spin.setValue(24.12)
+    eq_dock.slew().join(120)
+    qtbot.waitUntil(lambda: eq_dock.mount_state.get("tracking"), timeout=10000)
+    assert "tracking" in eq_dock.mount_status.text()
+    eq.camera.set_roi(320, 256, 640, 512)                    # half the sensor: faster frames
+
+    w = FocusGuideWidget(viewer)
+    try:
+        w.step.setValue(4000)
+        w.points.setValue(5)
+        w.focus_exposure.setValue(0.5)
+        w.run_autofocus()
+        qtbot.waitUntil(lambda: w.result is not None, timeout=120000)
+        assert not isinstance(w.result, Exception), w.result
+        measured = w.focus_plot.series["measured"]
+        assert len(measured["x"]) >= 5 and len(w.focus_plot.series["hyperbola"]["x"]) > 50
+        (best,) = w.focus_plot.markers.values()
+        assert abs(best - truth) <= 2000                     # within half an autofocus step
+        assert eq.focuser.position() == int(best)
+
+        w.guide_exposure.setValue(0.5)
+        w.start_guiding()
+        qtbot.waitUntil(lambda: len(w._ra) >= 4, timeout=90000)
+        assert len(w.guide_plot.series["RA"]["y"]) >= 4 and len(w.guide_plot.series["Dec"]["y"]) >= 4
+        assert np.isfinite(w.rms) and w.rms < 2.0
+        assert w.rms_label.text().startswith(f"RMS: {w.rms:.2f} px")
+    finally:
+        loop = w.loop
+        w.shutdown()
+    assert loop is not None and not loop.running

@@ -2,7 +2,8 @@
 
 :class:`Sparklines`: one band per series of per-frame values (FWHM, stars,
 background), excluded frames in red. :class:`CurvePlot`: a histogram with optional
-curves on top (for stretch and curves widgets).
+curves on top (for stretch and curves widgets). :class:`XYPlot`: points, lines and
+markers on labelled axes (the autofocus curve, guide errors).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ._controls import fmt_value as _fmt
 
-__all__ = ["Sparklines", "CurvePlot"]
+__all__ = ["Sparklines", "CurvePlot", "XYPlot"]
 
 
 class Sparklines(QWidget):
@@ -139,4 +140,114 @@ class CurvePlot(QWidget):
                    for a, b in zip(x, y)]
             if len(pts) > 1:
                 p.drawPolyline(QPolygonF(pts))
+        p.end()
+
+
+class XYPlot(QWidget):
+    """An x-y plot with labelled axes: point and line series and vertical markers.
+
+    Used by the focus and guiding dock: HFR [px] against focuser position [steps]
+    (measured points, the fitted hyperbola, the chosen best position) and the guide
+    errors [px] against time [s]. ``set_series(name, x, y, points=, line=)`` adds or
+    replaces a series; ``set_marker(name, x)`` a vertical line; ``clear()`` empties
+    it. ``fixed_y`` keeps the y range symmetric about 0 at least that wide (guide
+    errors). Display only: the data stay in :attr:`series` and :attr:`markers`.
+    """
+
+    COLORS = ("#66c2ff", "#ffcc66", "#ff6666", "#99e699", "#dddddd")
+
+    def __init__(self, xlabel: str, ylabel: str, *, fixed_y: float | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.xlabel, self.ylabel, self.fixed_y = xlabel, ylabel, fixed_y
+        self.series: dict[str, dict] = {}
+        self.markers: dict[str, float] = {}
+        self.setMinimumHeight(170)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+
+    def set_series(self, name: str, x: Sequence[float], y: Sequence[float], *,
+                   points: bool = True, line: bool = False, color: str | None = None) -> None:
+        self.series[name] = dict(x=[float(v) for v in x], y=[float(v) for v in y],
+                                 points=points, line=line,
+                                 color=color or self.COLORS[len(self.series) % len(self.COLORS)])
+        self.update()
+
+    def set_marker(self, name: str, x: float) -> None:
+        self.markers[name] = float(x)
+        self.update()
+
+    def clear(self) -> None:
+        self.series.clear()
+        self.markers.clear()
+        self.update()
+
+    def _ranges(self) -> tuple[float, float, float, float]:
+        xs = [v for s in self.series.values() for v in s["x"] if math.isfinite(v)]
+        xs += list(self.markers.values())
+        ys = [v for s in self.series.values() for v in s["y"] if math.isfinite(v)]
+        x0, x1 = (min(xs), max(xs)) if xs else (0.0, 1.0)
+        y0, y1 = (min(ys), max(ys)) if ys else (0.0, 1.0)
+        if self.fixed_y is not None:
+            m = max(self.fixed_y, abs(y0), abs(y1))
+            y0, y1 = -m, m
+        if x1 - x0 <= 0:
+            x0, x1 = x0 - 0.5, x1 + 0.5
+        pad = 0.06 * (y1 - y0 or 1.0)
+        return x0, x1, y0 - pad, y1 + pad
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        fg = self.palette().windowText().color()
+        left, right, top, bottom = 52, 10, 8, 34
+        w, h = self.width() - left - right, self.height() - top - bottom
+        x0, x1, y0, y1 = self._ranges()
+
+        def xy(x: float, y: float) -> QPointF:
+            return QPointF(left + w * (x - x0) / (x1 - x0), top + h - h * (y - y0) / (y1 - y0))
+
+        p.setPen(QPen(QColor("#555555"), 1))
+        p.drawRect(QRectF(left, top, w, h))
+        if y0 < 0 < y1:   # the zero line of signed errors
+            p.drawLine(xy(x0, 0.0), xy(x1, 0.0))
+        p.setPen(fg)
+        right_align = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        for v in (y0, (y0 + y1) / 2, y1):
+            pt = xy(x0, v)
+            p.drawText(QRectF(0, pt.y() - 8, left - 4, 16), right_align, _fmt(v))
+        for v, align in ((x0, Qt.AlignmentFlag.AlignLeft), (x1, Qt.AlignmentFlag.AlignRight)):
+            pt = xy(v, y0)
+            p.drawText(QRectF(pt.x() - (0 if align == Qt.AlignmentFlag.AlignLeft else 80),
+                              top + h + 2, 80, 14), int(align), _fmt(v))
+        centre = int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+        p.drawText(QRectF(left, top + h + 16, w, 16), centre, self.xlabel)
+        p.drawText(QRectF(left + 4, top + 2, w - 8, 16),
+                   int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), self.ylabel)
+        # legend, top right
+        ly = top + 2
+        for name, s in list(self.series.items()) + [(n, None) for n in self.markers]:
+            color = QColor(s["color"]) if s else QColor("#ff6666")
+            p.setPen(color)
+            p.drawText(QRectF(left, ly, w - 6, 16),
+                       int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop), name)
+            ly += 15
+        if not self.series:
+            p.setPen(fg)
+            p.drawText(QRectF(left, top, w, h), int(Qt.AlignmentFlag.AlignCenter), "no data yet")
+        for s in self.series.values():
+            pts = [xy(a, b) for a, b in zip(s["x"], s["y"]) if math.isfinite(a) and math.isfinite(b)]
+            color = QColor(s["color"])
+            if s["line"] and len(pts) > 1:
+                p.setPen(QPen(color, 1.6))
+                p.drawPolyline(QPolygonF(pts))
+            if s["points"]:
+                p.setPen(Qt.PenStyle.NoPen)
+                p.setBrush(color)
+                for pt in pts:
+                    p.drawEllipse(pt, 3.0, 3.0)
+                p.setBrush(Qt.BrushStyle.NoBrush)
+        pen = QPen(QColor("#ff6666"), 1.4, Qt.PenStyle.DashLine)
+        for x in self.markers.values():
+            p.setPen(pen)
+            p.drawLine(xy(x, y0), xy(x, y1))
         p.end()

@@ -6,21 +6,24 @@ through a Qt signal, so layers are only touched on the GUI thread. Frames update
 image layer in place (auto-stretched for display, data linear), so a looping preview
 or a growing live stack does not pile up layers.
 
-The three docks share one connection (:data:`SESSION`): connect in Equipment, run a
-sequence in Capture sequence, and watch the lights stack up in Live stack.
+The docks share one connection (:data:`SESSION`): connect in Equipment, focus and
+guide in Focus and guiding (``focusguide.py``), run a sequence in Capture sequence, and
+watch the lights stack up in Live stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from qtpy.QtCore import QObject, Signal
-from qtpy.QtWidgets import (QCheckBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout,
-                            QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton,
-                            QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtCore import QObject, QStringListModel, Qt, Signal
+from qtpy.QtWidgets import (QCheckBox, QCompleter, QDoubleSpinBox, QFileDialog, QFormLayout,
+                            QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ._layers import display_settings
 
@@ -75,6 +78,8 @@ class _Bridge(QObject):
     message = Signal(str)
     progress = Signal(float, float, str)
     finished = Signal(object)
+    mount = Signal(object)                   # the mount's state (dict)
+    point = Signal(object)                   # one measurement (the focus and guiding dock)
 
 
 def _row(*widgets: QWidget) -> QWidget:
@@ -118,8 +123,32 @@ def _pinned_layout(widget: QWidget, body_items: list, pinned_items: list) -> Non
         outer.addWidget(item)
 
 
+def _spin(lo: float, hi: float, value: float, *, suffix: str, decimals: int = 2,
+          tip: str = "", step: float | None = None) -> QDoubleSpinBox:
+    """A float spin box with its unit as a suffix and a one-line help."""
+    spin = QDoubleSpinBox()
+    spin.setRange(lo, hi)
+    spin.setDecimals(decimals)
+    spin.setValue(value)
+    spin.setSuffix(suffix)
+    if step is not None:
+        spin.setSingleStep(step)
+    spin.setToolTip(tip)
+    return spin
+
+
+def _objects():
+    """The offline object catalogue (``capture.objects``), or None while absent."""
+    try:
+        from ..capture import objects
+    except ImportError:
+        return None
+    return objects
+
+
 class EquipmentWidget(QWidget):
-    """Connect INDI devices by name, see their status, take single or looping exposures."""
+    """Connect INDI devices by name, see their status, take single or looping exposures;
+    point the mount at an object name or coordinates, park and track."""
 
     LAYER = "Camera frame"
 
@@ -129,8 +158,10 @@ class EquipmentWidget(QWidget):
         self.bridge = _Bridge()
         self.bridge.frame.connect(self._on_frame)
         self.bridge.message.connect(self._on_message)
+        self.bridge.mount.connect(self._on_mount)
         self._looping = threading.Event()
         self._busy = threading.Lock()
+        self._polling = threading.Event()
         from ..capture.testing import SIM_SEQUENCE_DEVICES
 
         form = QFormLayout()
@@ -147,13 +178,12 @@ class EquipmentWidget(QWidget):
         self.start_sims.setToolTip("start a local indiserver with INDI's simulators "
                                    "(stars from the shipped catalogue)")
         self.connect_btn = QPushButton("Connect")
-        self.exposure = QDoubleSpinBox()
-        self.exposure.setRange(0.0, 3600.0)
-        self.exposure.setDecimals(3)
-        self.exposure.setValue(1.0)
-        self.exposure.setSuffix(" s")
+        self.exposure = _spin(0.0, 3600.0, 1.0, suffix=" s", decimals=3,
+                              tip="exposure of a preview frame")
         self.expose_btn = QPushButton("Expose")
         self.loop = QCheckBox("Loop")
+        self.loop.setToolTip("expose again as soon as a frame arrives")
+        mount_box = self._mount_box()
         self.status = QLabel("not connected")
         self.status.setWordWrap(True)
         # The pinned row: Expose is the dock's main action ("run"), Stop ends a loop.
@@ -164,14 +194,54 @@ class EquipmentWidget(QWidget):
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, 1000)
         _pinned_layout(self, [form, _row(self.start_sims, self.connect_btn),
-                              _row(QLabel("Exposure"), self.exposure, self.loop), 1],
+                              _row(QLabel("Exposure"), self.exposure, self.loop), mount_box, 1],
                        [_row(self.expose_btn, self.cancel_button), self.progress_bar,
-                        self.status])
+                        self.mount_status, self.status])
         self.start_sims.clicked.connect(lambda: self.start_simulators())
         self.connect_btn.clicked.connect(lambda: self.connect_equipment())
         self.expose_btn.clicked.connect(lambda: self.expose())
         self.loop.toggled.connect(self._loop_toggled)
         self.frames_shown = 0
+        self.mount_state: dict = {}
+
+    def _mount_box(self) -> QGroupBox:
+        box = QGroupBox("Mount")
+        form = QFormLayout(box)
+        self.target_edit = QLineEdit("")
+        self.target_edit.setPlaceholderText("object name (M42, NGC 7000...)")
+        self.target_edit.setToolTip("an object of the offline catalogue: RA/Dec are filled in")
+        self._completer_model = QStringListModel([])
+        completer = QCompleter(self._completer_model, self)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.target_edit.setCompleter(completer)
+        self.target_edit.textEdited.connect(self._complete)
+        self.target_edit.editingFinished.connect(lambda: self.look_up())
+        completer.activated.connect(lambda text: self.look_up(text))
+        self.ra_spin = _spin(0.0, 360.0, 0.0, suffix=" deg", decimals=4,
+                             tip="target right ascension, J2000 degrees")
+        self.dec_spin = _spin(-90.0, 90.0, 0.0, suffix=" deg", decimals=4,
+                              tip="target declination, J2000 degrees")
+        form.addRow("Target", self.target_edit)
+        form.addRow("RA / Dec", _row(self.ra_spin, self.dec_spin))
+        self.slew_btn = QPushButton("Slew")
+        self.slew_btn.setToolTip("slew to RA/Dec and track there")
+        self.centre_btn = QPushButton("Slew + centre")
+        self.centre_btn.setToolTip("slew, then plate-solve and re-slew until the target is "
+                                   "within 1 arcmin of the frame centre (exposure above)")
+        self.park_btn, self.unpark_btn = QPushButton("Park"), QPushButton("Unpark")
+        self.tracking_box = QCheckBox("Tracking")
+        self.tracking_box.setToolTip("sidereal tracking on or off")
+        form.addRow(_row(self.slew_btn, self.centre_btn))
+        form.addRow(_row(self.park_btn, self.unpark_btn, self.tracking_box))
+        self.mount_status = QLabel("mount: -")
+        self.mount_status.setToolTip("the mount's position (JNow) and state, updated every second")
+        self.slew_btn.clicked.connect(lambda: self.slew())
+        self.centre_btn.clicked.connect(lambda: self.slew(centre=True))
+        self.park_btn.clicked.connect(lambda: self._mount_job("park", lambda m: m.park()))
+        self.unpark_btn.clicked.connect(lambda: self._mount_job("unpark", lambda m: m.unpark()))
+        self.tracking_box.clicked.connect(
+            lambda on: self._mount_job("tracking", lambda m: m.track(bool(on))))
+        return box
 
     # -- actions (callable from tests and scripts) ----------------------------------
     def start_simulators(self) -> str:
@@ -200,6 +270,9 @@ class EquipmentWidget(QWidget):
             SESSION.equipment.connect()
         status = SESSION.equipment.status()
         self._on_message(", ".join(f"{k}: {v}" for k, v in status.items()))
+        if SESSION.equipment.mount is not None and not self._polling.is_set():
+            self._polling.set()
+            threading.Thread(target=self._poll_mount, daemon=True).start()
         return status
 
     def expose(self, seconds: float | None = None) -> threading.Thread:
@@ -208,6 +281,83 @@ class EquipmentWidget(QWidget):
         t = threading.Thread(target=self._expose_worker, args=(seconds,), daemon=True)
         t.start()
         return t
+
+    def look_up(self, name: str | None = None) -> tuple[float, float] | None:
+        """Fill RA/Dec from the offline catalogue; returns (ra, dec) J2000 degrees."""
+        name = (self.target_edit.text() if name is None else name).strip()
+        if not name:
+            return None
+        objects = _objects()
+        if objects is None:
+            self._on_message("no object catalogue installed: give RA and Dec")
+            return None
+        found = objects.lookup(name)
+        if found is None:
+            self._on_message(f"{name!r} is not in the offline catalogue: give RA and Dec")
+            return None
+        self.ra_spin.setValue(found[0])
+        self.dec_spin.setValue(found[1])
+        self._on_message(f"{name}: RA {found[0]:.4f} deg, Dec {found[1]:+.4f} deg (J2000)")
+        return found
+
+    def slew(self, *, centre: bool = False) -> threading.Thread | None:
+        """Slew (and with ``centre`` plate-solve and centre) on RA/Dec, in a thread."""
+        ra, dec = self.ra_spin.value(), self.dec_spin.value()
+        exposure = self.exposure.value()
+
+        def work(m) -> None:
+            from ..capture.coords import j2000_to_jnow
+
+            m.unpark()
+            m.goto(*j2000_to_jnow(ra, dec))
+            m.track(True)
+            self.bridge.message.emit(f"at RA {ra:.4f} deg, Dec {dec:+.4f} deg (J2000)")
+            if centre:
+                from ..capture.centre import centre_on
+
+                res = centre_on(SESSION.equipment, ra, dec, exposure=max(exposure, 0.5),
+                                log=self.bridge.message.emit)
+                self.bridge.message.emit(f"centred within {res.error_arcmin:.2f} arcmin")
+
+        return self._mount_job("slew + centre" if centre else "slew", work)
+
+    def _mount_job(self, what: str, fn) -> threading.Thread | None:
+        eq = SESSION.equipment
+        if eq is None or eq.mount is None:
+            self._on_message("connect a mount first")
+            return None
+
+        def work() -> None:
+            try:
+                fn(eq.mount)
+                self.bridge.message.emit(f"{what}: done")
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                self.bridge.message.emit(f"{what} failed: {exc}")
+
+        self._on_message(f"{what}...")
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        return t
+
+    def _poll_mount(self) -> None:
+        while self._polling.is_set():
+            eq = SESSION.equipment
+            m = eq.mount if eq is not None else None
+            if m is None:
+                break
+            try:
+                ra_h, dec = m.coordinates()
+                self.bridge.mount.emit(dict(ra_h=ra_h, dec=dec, parked=m.parked,
+                                            tracking=m.tracking))
+            except Exception:  # noqa: BLE001 - a disconnected mount: try again later
+                pass
+            time.sleep(1.0)
+        self._polling.clear()
+
+    def _complete(self, prefix: str) -> None:
+        objects = _objects()
+        if objects is not None and prefix.strip():
+            self._completer_model.setStringList(list(objects.complete(prefix.strip(), limit=20)))
 
     def _expose_worker(self, seconds: float) -> None:
         eq = SESSION.equipment
@@ -241,29 +391,139 @@ class EquipmentWidget(QWidget):
     def _on_message(self, text: str) -> None:
         self.status.setText(text)
 
+    def _on_mount(self, state: Any) -> None:
+        ra_h, dec = state["ra_h"], state["dec"]
+        h, m = int(ra_h), (ra_h % 1) * 60
+        flags = ", ".join(f for f, on in (("parked", state["parked"]),
+                                         ("tracking", state["tracking"])) if on) or "idle"
+        self.mount_status.setText(f"mount: RA {h:02d}h{m:04.1f}m  Dec {dec:+.3f} deg (JNow), {flags}")
+        self.tracking_box.setChecked(bool(state["tracking"]))
+        self.mount_state = state
+
     def shutdown(self) -> None:
-        """Stop looping and the simulators this dock started."""
+        """Stop looping, the mount poll and the simulators this dock started."""
         self._looping.clear()
+        self._polling.clear()
         SESSION.stop()
 
 
+#: The settings shown at the top of the Sequence dock; the others are under "More".
+_SEQ_MAIN = ("object", "ra", "dec", "camera", "mount", "wheel", "panel", "guider",
+             "dither_every", "dither_pixels", "settle")
+
+
+class _LinesTable(QTableWidget):
+    """The lines of a sequence, one row each: type, count, exposure, filter, binning,
+    gain. Line keys not shown (flat median...) are kept from a loaded file."""
+
+    COLUMNS = ("type", "count [frames]", "exposure [s]", "filter", "binning [px]", "gain")
+    TYPES = ("light", "dark", "bias", "flat", "darkflat")
+
+    def __init__(self) -> None:
+        super().__init__(0, len(self.COLUMNS))
+        self.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.setToolTip("one row per line; exposure 'auto': bias at the camera's minimum, "
+                        "flats from trial frames")
+        self.setMinimumHeight(150)
+        self._base: list = []
+
+    def add_line(self, line=None) -> None:
+        from qtpy.QtWidgets import QComboBox, QSpinBox
+
+        from ..capture.sequence import LineParams
+
+        line = line or LineParams(type="light", exposure=1.0)
+        r = self.rowCount()
+        self.insertRow(r)
+        self._base.append(line)
+        kind = QComboBox()
+        kind.addItems(self.TYPES)
+        kind.setCurrentText(line.type)
+        count = QSpinBox()
+        count.setRange(1, 100000)
+        count.setValue(line.count)
+        count.setToolTip("frames to take")
+        exposure = _spin(0.0, 36000.0, line.exposure or 0.0, suffix=" s", decimals=3,
+                         tip="exposure (auto: bias at the camera's minimum, flats found)")
+        exposure.setSpecialValueText("auto")
+        filt = QLineEdit(line.filter or "")
+        filt.setPlaceholderText("none")
+        filt.setToolTip("filter name or slot (needs a wheel)")
+        binning = QSpinBox()
+        binning.setRange(1, 16)
+        binning.setValue(line.binning)
+        binning.setSuffix(" x")
+        binning.setToolTip("binning (N x N pixels)")
+        gain = _spin(-1.0, 100000.0, -1.0 if line.gain is None else line.gain, suffix="",
+                     decimals=0, tip="sensor gain, in the camera's units (leave: as it is set)")
+        gain.setSpecialValueText("leave")
+        for c, w in enumerate((kind, count, exposure, filt, binning, gain)):
+            self.setCellWidget(r, c, w)
+        self.resizeColumnsToContents()
+
+    def remove_selected(self) -> None:
+        rows = sorted({i.row() for i in self.selectedIndexes()} or {self.rowCount() - 1},
+                      reverse=True)
+        for r in rows:
+            if 0 <= r < self.rowCount():
+                self.removeRow(r)
+                del self._base[r]
+
+    def set_lines(self, lines) -> None:
+        self.setRowCount(0)
+        self._base = []
+        for ln in lines:
+            self.add_line(ln)
+
+    def lines(self) -> tuple:
+        """The rows as LineParams (BadInputError naming the row on bad input)."""
+        from ..core.errors import BadInputError
+
+        out = []
+        for r, base in enumerate(self._base):
+            kind, count, exposure, filt, binning, gain = (self.cellWidget(r, c)
+                                                          for c in range(len(self.COLUMNS)))
+            values = dict(type=kind.currentText(), count=count.value(),
+                          exposure=exposure.value() or None, filter=filt.text().strip() or None,
+                          binning=binning.value(), gain=None if gain.value() < 0 else gain.value())
+            try:
+                out.append(dataclasses.replace(base, **values))
+            except BadInputError as exc:
+                raise BadInputError(f"line {r + 1}", exc.problem) from None
+        return tuple(out)
+
+
 class SequenceWidget(QWidget):
-    """Build, load, save and run a capture sequence (TOML) with progress; frames are
-    shown as they arrive."""
+    """Build, load, save and run a capture sequence with progress; frames are shown
+    as they arrive (one layer updated in place)."""
 
     LAYER = "Capture frame"
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        from ..capture.sequence import LineParams, SequenceParams
+        from ._form import ParamsForm, _Collapsible
+
         self.viewer = napari_viewer
         self.bridge = _Bridge()
-        self.bridge.frame.connect(lambda d, n, m: show_frame(self.viewer, d, n, metadata=m))
+        self.bridge.frame.connect(self._on_frame)
         self.bridge.progress.connect(self._on_progress)
         self.bridge.message.connect(lambda t: self.status.setText(t))
         self.bridge.finished.connect(self._on_finished)
-        self.editor = QPlainTextEdit(_EXAMPLE)
-        self.editor.setToolTip("the sequence as TOML: [sequence] settings and [[line]] tables")
+        rest = [f.name for f in dataclasses.fields(SequenceParams) if f.name not in _SEQ_MAIN]
+        start = SequenceParams(object="M45", ra=56.75, dec=24.12)
+        self.form = ParamsForm(SequenceParams, exclude=rest, initial=start)
+        self.more = ParamsForm(SequenceParams, exclude=_SEQ_MAIN, initial=start)
+        more = _Collapsible(f"More settings ({len(rest)})", self.more.native)
+        self.table = _LinesTable()
+        self.table.set_lines([LineParams(type="light", exposure=1.0, count=4),
+                              LineParams(type="dark", exposure=1.0, count=2),
+                              LineParams(type="bias", count=2)])
+        self.add_btn, self.remove_btn = QPushButton("Add line"), QPushButton("Remove line")
+        self.add_btn.clicked.connect(lambda: self.table.add_line())
+        self.remove_btn.clicked.connect(self.table.remove_selected)
         self.out_edit = QLineEdit(str(Path.home() / "napari-astro-capture"))
+        self.out_edit.setToolTip("folder the frames are written to (a run restarts there)")
         self.load_btn, self.save_btn = QPushButton("Load..."), QPushButton("Save...")
         self.run_btn, self.cancel_btn = QPushButton("Run"), QPushButton("Cancel")
         self.bar = QProgressBar()
@@ -271,7 +531,8 @@ class SequenceWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.run_button, self.cancel_button, self.progress_bar = self.run_btn, self.cancel_btn, self.bar
-        _pinned_layout(self, [_row(self.load_btn, self.save_btn), self.editor,
+        _pinned_layout(self, [_row(self.load_btn, self.save_btn), self.form.native, more,
+                              QLabel("Lines"), self.table, _row(self.add_btn, self.remove_btn),
                               _row(QLabel("Output"), self.out_edit)],
                        [_row(self.run_btn, self.cancel_btn), self.bar, self.status])
         self.load_btn.clicked.connect(self._load_dialog)
@@ -281,38 +542,56 @@ class SequenceWidget(QWidget):
         self._cancel = None
         self.thread: threading.Thread | None = None
         self.result: Any = None
+        self.frames_shown = 0
 
     def sequence(self):
-        """The editor's sequence, checked (BadInputError on bad input)."""
-        import tempfile
+        """The sequence the dock shows, checked (BadInputError on bad input)."""
+        from ..capture.sequence import Sequence
 
-        from ..capture.sequence import load_sequence
+        settings = self.form.value(**{n: c.value for n, c in self.more.fields.items()})
+        lines = self.table.lines()
+        if not lines:
+            from ..core.errors import BadInputError
 
-        with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / "sequence.toml"
-            p.write_text(self.editor.toPlainText())
-            return load_sequence(p)
+            raise BadInputError("lines", "no lines: nothing to capture")
+        return Sequence(settings, lines)
+
+    def set_sequence(self, seq) -> None:
+        self.form.set_value(seq.settings)
+        self.more.set_value(seq.settings)
+        self.table.set_lines(seq.lines)
 
     def load(self, path: "str | Path") -> None:
         from ..capture.sequence import load_sequence
 
-        load_sequence(path)        # checked before it replaces the editor's text
-        self.editor.setPlainText(Path(path).read_text())
+        self.set_sequence(load_sequence(path))
+        self.status.setText(f"loaded {path}")
 
     def save(self, path: "str | Path") -> None:
         from ..capture.sequence import save_sequence
 
         save_sequence(self.sequence(), path)
+        self.status.setText(f"saved {path}")
 
     def _load_dialog(self) -> None:
+        from ..core.errors import BadInputError
+
         path, _ = QFileDialog.getOpenFileName(self, "Load sequence", "", "TOML (*.toml)")
         if path:
-            self.load(path)
+            try:
+                self.load(path)
+            except BadInputError as exc:
+                self.status.setText(str(exc))
 
     def _save_dialog(self) -> None:
+        from ..core.errors import BadInputError
+
         path, _ = QFileDialog.getSaveFileName(self, "Save sequence", "", "TOML (*.toml)")
         if path:
-            self.save(path)
+            try:
+                self.save(path)
+            except BadInputError as exc:
+                self.status.setText(str(exc))
 
     def run(self) -> threading.Thread | None:
         from ..core.errors import BadInputError
@@ -321,13 +600,14 @@ class SequenceWidget(QWidget):
         try:
             seq = self.sequence()
         except BadInputError as exc:
-            self.status.setText(exc.message)
+            self.status.setText(str(exc))
             return None
         if SESSION.client is None:
             self.status.setText("connect the equipment first (Equipment dock)")
             return None
         self._cancel = CancelToken()
         out = self.out_edit.text()
+        self.bar.setValue(0)
 
         def work() -> None:
             from ..capture.sequence import SequenceRunner
@@ -338,11 +618,13 @@ class SequenceWidget(QWidget):
                     progress=lambda d, t, m="": self.bridge.progress.emit(d, t, m),
                     log=self.bridge.message.emit,
                     on_frame=lambda p, f, h: self.bridge.frame.emit(
-                        f.data.astype(np.float32) / f.full_scale, self.LAYER, {"path": str(p)}))
+                        f.data.astype(np.float32) / f.full_scale, self.LAYER,
+                        {"path": str(p), "IMAGETYP": h.get("IMAGETYP")}))
                 self.bridge.finished.emit(runner.run())
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 self.bridge.finished.emit(exc)
 
+        self.run_btn.setEnabled(False)
         self.thread = threading.Thread(target=work, daemon=True)
         self.thread.start()
         return self.thread
@@ -351,12 +633,17 @@ class SequenceWidget(QWidget):
         if self._cancel is not None:
             self._cancel.cancel()
 
+    def _on_frame(self, data: Any, name: str, meta: Any) -> None:
+        show_frame(self.viewer, data, name, metadata=meta)
+        self.frames_shown += 1
+
     def _on_progress(self, done: float, total: float, message: str) -> None:
         self.bar.setValue(int(1000 * done / total) if total else 0)
         self.status.setText(message)
 
     def _on_finished(self, result: Any) -> None:
         self.result = result
+        self.run_btn.setEnabled(True)
         if isinstance(result, Exception):
             self.status.setText(f"stopped: {result}")
         else:
@@ -447,35 +734,3 @@ class LiveStackWidget(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Save live stack", "", "FITS (*.fits)")
         if path and self.stack is not None:
             self.stack.save(path)
-
-
-_EXAMPLE = """[sequence]
-object = "M45"
-ra = 56.75
-dec = 24.12
-dither_every = 2
-dither_pixels = 6
-wheel = "Filter Simulator"
-panel = "Light Panel Simulator"
-
-[[line]]
-type = "light"
-filter = "Red"
-exposure = 1.0
-count = 4
-
-[[line]]
-type = "dark"
-exposure = 1.0
-count = 2
-
-[[line]]
-type = "bias"
-count = 2
-
-[[line]]
-type = "flat"
-filter = "Red"
-exposure = 0.05
-count = 2
-"""

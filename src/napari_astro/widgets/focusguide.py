@@ -1,0 +1,353 @@
+"""Focus and guiding dock: autofocus with its HFR curve, the built-in guider with its
+RA/Dec error plot and RMS.
+
+Thin over :mod:`napari_astro.capture.focus` and :mod:`napari_astro.capture.guide`, on
+the connection the Equipment dock made (:data:`~.capture.SESSION`). Device work runs
+in plain threads; every result reaches the GUI through a Qt signal of the dock's
+:class:`~.capture._Bridge`, so napari's event loop never waits on a camera.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QProgressBar,
+                            QPushButton, QSpinBox, QWidget)
+
+from ._plots import XYPlot
+from .capture import SESSION, _Bridge, _pinned_layout, _row, _spin
+
+__all__ = ["FocusGuideWidget"]
+
+#: Guide-camera choices: the Equipment dock's Guider device, or the main camera's
+#: guide head (a CCD driver's second chip, INDI's ``GUIDER_*`` properties).
+GUIDE_DEVICE, GUIDE_HEAD = "guide camera", "main camera's guide head"
+
+
+def _guide_head(camera):
+    """The guide head of ``camera`` as a Camera of its own (``GUIDER_*`` properties)."""
+    try:
+        from ..capture.devices import GuideHead
+    except ImportError:   # devices.py before its GuideHead: same properties, shared BLOBs
+        from ..capture.devices import Camera
+
+        head = Camera(camera.client, camera.name)
+        head.ccd = "GUIDER"
+        return head
+    return GuideHead(camera.client, camera.name)
+
+
+def _hyperbola(fit, x: float) -> float:
+    # the model of capture.focus.fit_hyperbola, evaluated only to draw it
+    a, b, c = fit
+    return a * math.sqrt(1.0 + ((x - c) / b) ** 2)
+
+
+class _ThreadLoop:
+    """Guide frames in a thread with :class:`~.capture.guide.Guider`, the interface of
+    ``capture.guide.GuideLoop`` (used only while that is not available)."""
+
+    def __init__(self, guider, *, log=None, on_step=None) -> None:
+        self.guider, self.log = guider, log or (lambda m: None)
+        self.on_step = on_step or (lambda ra, dec, rms: None)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()       # one guide frame at a time (steps, dithers)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def stats(self):
+        return self.guider.stats
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def rms(self, last: int = 20) -> float:
+        from ..capture.guide import GuideStats
+
+        s = self.guider.stats
+        return GuideStats(s.ra[-last:], s.dec[-last:]).rms
+
+    def start(self, calibrate: bool = True, timeout: float = 120.0) -> None:
+        if calibrate:
+            self.guider.select_star()
+            self.guider.calibrate()
+        self._stop.clear()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    ra, dec = self.guider.step()
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                self.log(f"guiding stopped: {exc}")
+                return
+            self.on_step(ra, dec, self.rms())
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=self.guider.exposure + 30)
+
+    def dither(self, pixels: float, settle_px: float = 1.0, settle_time: float = 2.0,
+               timeout: float = 60.0) -> None:
+        angle = random.uniform(0, 2 * math.pi)
+        with self._lock:
+            self.guider.lock = self.guider.lock + pixels * np.array([math.cos(angle),
+                                                                     math.sin(angle)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.running:
+            s = self.guider.stats
+            if s.ra and math.hypot(s.ra[-1], s.dec[-1]) <= settle_px:
+                time.sleep(settle_time)
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"guiding did not settle within {timeout:.0f} s")
+
+
+def _guide_loop(guider, **kw):
+    try:
+        from ..capture.guide import GuideLoop
+    except ImportError:
+        return _ThreadLoop(guider, **kw)
+    return GuideLoop(guider, **kw)
+
+
+class FocusGuideWidget(QWidget):
+    """Autofocus (settings, Run, the HFR-vs-position curve) and guiding (settings,
+    Start/Stop/Dither, RA/Dec error over time, RMS) on the connected equipment."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.bridge = _Bridge()
+        self.bridge.message.connect(lambda t: self.status.setText(t))
+        self.bridge.progress.connect(self._on_progress)
+        self.bridge.finished.connect(self._on_focus_done)
+        self.bridge.point.connect(self._on_guide_step)
+
+        focus = QGroupBox("Autofocus")
+        form = QFormLayout(focus)
+        self.step = QSpinBox()
+        self.step.setRange(1, 100000)
+        self.step.setValue(2000)
+        self.step.setSuffix(" steps")
+        self.step.setToolTip("focuser steps between two positions of the run")
+        self.points = QSpinBox()
+        self.points.setRange(5, 31)
+        self.points.setValue(9)
+        self.points.setSuffix(" positions")
+        self.points.setToolTip("positions measured, centred on the focuser's position")
+        self.focus_exposure = _spin(0.001, 600.0, 1.0, suffix=" s", decimals=3,
+                                    tip="exposure of each focus frame")
+        form.addRow("Step", self.step)
+        form.addRow("Points", self.points)
+        form.addRow("Exposure", self.focus_exposure)
+        self.focus_plot = XYPlot("focuser position [steps]", "HFR [px]")
+        self.focus_plot.setToolTip("half-flux radius at each position, the fitted hyperbola "
+                                   "and the best focus chosen (dashed)")
+        form.addRow(self.focus_plot)
+        self.focus_label = QLabel("best focus: -")
+        form.addRow(self.focus_label)
+
+        guide = QGroupBox("Guiding")
+        gform = QFormLayout(guide)
+        self.guide_camera = QComboBox()
+        self.guide_camera.addItems([GUIDE_DEVICE, GUIDE_HEAD])
+        self.guide_camera.setToolTip("guide camera: the Equipment dock's Guider device (Guide "
+                                     "Simulator) or the main camera's guide head")
+        self.guide_exposure = _spin(0.01, 60.0, 1.0, suffix=" s", decimals=2,
+                                    tip="exposure of each guide frame")
+        self.aggressiveness = _spin(0.0, 2.0, 0.8, suffix=" x", decimals=2, step=0.05,
+                                    tip="fraction of the measured error corrected each frame")
+        self.min_move = _spin(0.0, 10.0, 0.1, suffix=" px", decimals=2, step=0.05,
+                              tip="errors smaller than this are not corrected")
+        self.dither_px = _spin(0.5, 50.0, 5.0, suffix=" px", decimals=1,
+                               tip="dither: move the guide star's lock position this far")
+        gform.addRow("Camera", self.guide_camera)
+        gform.addRow("Exposure", self.guide_exposure)
+        gform.addRow("Aggressiveness", self.aggressiveness)
+        gform.addRow("Min move", self.min_move)
+        gform.addRow("Dither", self.dither_px)
+        self.guide_plot = XYPlot("time [s]", "error [px]", fixed_y=1.0)
+        self.guide_plot.setToolTip("the guide star's error along RA and Dec, each guide frame")
+        gform.addRow(self.guide_plot)
+        self.rms_label = QLabel("RMS: -")
+        self.rms_label.setToolTip("RMS of the total error over the last 20 guide frames")
+        gform.addRow(self.rms_label)
+
+        self.run_btn = QPushButton("Run autofocus")
+        self.run_btn.setToolTip("measure HFR at each position, fit, move to the best focus")
+        self.start_btn, self.stop_btn = QPushButton("Start guiding"), QPushButton("Stop")
+        self.start_btn.setToolTip("pick a star, calibrate, guide until Stop")
+        self.stop_btn.setToolTip("stop guiding after the current frame")
+        self.dither_btn = QPushButton("Dither")
+        self.dither_btn.setToolTip("move the lock position by the dither distance and settle")
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 1000)
+        self.status = QLabel("connect the equipment in the Equipment dock")
+        self.status.setWordWrap(True)
+        self.run_button, self.cancel_button = self.run_btn, self.stop_btn
+        _pinned_layout(self, [focus, guide, 1],
+                       [_row(self.run_btn, self.start_btn, self.dither_btn, self.stop_btn),
+                        self.progress_bar, self.status])
+        self.run_btn.clicked.connect(lambda: self.run_autofocus())
+        self.start_btn.clicked.connect(lambda: self.start_guiding())
+        self.stop_btn.clicked.connect(lambda: self.stop_guiding())
+        self.dither_btn.clicked.connect(lambda: self.dither())
+        self.result = None                   # the last FocusResult (or the exception)
+        self.loop = None                     # the running guide loop
+        self.focus_thread: threading.Thread | None = None
+        self._t0 = 0.0
+        self._times: list[float] = []
+        self._ra: list[float] = []
+        self._dec: list[float] = []
+        self.rms = math.nan
+
+    # -- autofocus ----------------------------------------------------------------------
+    def run_autofocus(self) -> threading.Thread | None:
+        eq = SESSION.equipment
+        if eq is None or eq.camera is None or eq.focuser is None:
+            self.status.setText("connect a camera and a focuser first (Equipment dock)")
+            return None
+        step, points, exposure = self.step.value(), self.points.value(), self.focus_exposure.value()
+        self.focus_plot.clear()
+        self.progress_bar.setValue(0)
+        self.run_btn.setEnabled(False)
+        seen = [0]
+
+        def log(msg: str) -> None:
+            if msg.startswith("focus "):
+                seen[0] += 1
+                self.bridge.progress.emit(min(seen[0], points), points, msg)
+            else:
+                self.bridge.message.emit(msg)
+
+        def work() -> None:
+            from ..capture.focus import autofocus
+
+            try:
+                self.bridge.finished.emit(autofocus(eq, step=step, points=points,
+                                                    exposure=exposure, log=log))
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                self.bridge.finished.emit(exc)
+
+        self.focus_thread = threading.Thread(target=work, daemon=True)
+        self.focus_thread.start()
+        return self.focus_thread
+
+    def _on_progress(self, done: float, total: float, message: str) -> None:
+        self.progress_bar.setValue(int(1000 * done / total) if total else 0)
+        self.status.setText(message)
+
+    def _on_focus_done(self, res: Any) -> None:
+        self.result = res
+        self.run_btn.setEnabled(True)
+        if isinstance(res, Exception):
+            self.status.setText(f"autofocus failed: {res}")
+            return
+        self.progress_bar.setValue(1000)
+        self.focus_plot.set_series("measured", res.positions, res.hfr, color="#66c2ff")
+        lo, hi = min(res.positions), max(res.positions)
+        xs = [lo + (hi - lo) * i / 100 for i in range(101)]
+        self.focus_plot.set_series("hyperbola", xs, [_hyperbola(res.fit, x) for x in xs],
+                                   points=False, line=True, color="#ffcc66")
+        self.focus_plot.set_marker(f"best {res.best}", res.best)
+        self.focus_label.setText(f"best focus: {res.best} steps (HFR {res.fit[0]:.2f} px at "
+                                 "the vertex)")
+        self.status.setText(f"focuser moved to {res.best}")
+
+    # -- guiding ---------------------------------------------------------------------------
+    def _guide_camera(self):
+        eq = SESSION.equipment
+        if self.guide_camera.currentText() == GUIDE_HEAD:
+            return _guide_head(eq.camera) if eq.camera is not None else None
+        return eq.guider
+
+    def start_guiding(self) -> threading.Thread | None:
+        """Select a star, calibrate and guide (in threads) until :meth:`stop_guiding`."""
+        from ..capture.guide import Guider
+
+        eq = SESSION.equipment
+        if eq is None:
+            self.status.setText("connect the equipment first (Equipment dock)")
+            return None
+        if self.loop is not None and self.loop.running:
+            return None
+        cam = self._guide_camera()
+        port = eq.mount if eq.mount is not None else eq.camera
+        if cam is None or port is None:
+            self.status.setText("connect a guide camera and a mount first (Equipment dock)")
+            return None
+        guider = Guider(cam, port, exposure=self.guide_exposure.value(),
+                        aggressiveness=self.aggressiveness.value(),
+                        min_move=self.min_move.value(), log=self.bridge.message.emit)
+        self.loop = _guide_loop(guider, log=self.bridge.message.emit,
+                                on_step=lambda ra, dec, rms: self.bridge.point.emit((ra, dec, rms)))
+        self._times, self._ra, self._dec = [], [], []
+        self.guide_plot.clear()
+        self.start_btn.setEnabled(False)
+        self.status.setText("guiding: selecting a star and calibrating...")
+        loop = self.loop
+
+        def work() -> None:
+            try:
+                loop.start(calibrate=True, timeout=120)
+                self.bridge.message.emit("guiding")
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                self.bridge.message.emit(f"guiding failed: {exc}")
+
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        return t
+
+    def stop_guiding(self) -> None:
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            loop.stop()
+            self.status.setText("guiding stopped")
+        self.start_btn.setEnabled(True)
+
+    def dither(self) -> threading.Thread | None:
+        loop = self.loop
+        if loop is None or not loop.running:
+            self.status.setText("start guiding first")
+            return None
+        pixels = self.dither_px.value()
+
+        def work() -> None:
+            try:
+                loop.dither(pixels)
+                self.bridge.message.emit(f"dithered {pixels:g} px and settled")
+            except Exception as exc:  # noqa: BLE001 - shown to the user
+                self.bridge.message.emit(f"dither failed: {exc}")
+
+        self.status.setText(f"dithering {pixels:g} px...")
+        t = threading.Thread(target=work, daemon=True)
+        t.start()
+        return t
+
+    def _on_guide_step(self, step: Any) -> None:
+        ra, dec, rms = step
+        now = time.monotonic()
+        if not self._times:
+            self._t0 = now
+        self._times.append(now - self._t0)
+        self._ra.append(ra)
+        self._dec.append(dec)
+        self.rms = rms
+        self.guide_plot.set_series("RA", self._times, self._ra, line=True, color="#66c2ff")
+        self.guide_plot.set_series("Dec", self._times, self._dec, line=True, color="#ff6666")
+        self.rms_label.setText(f"RMS: {rms:.2f} px over the last {min(len(self._ra), 20)} "
+                               f"frames (RA {ra:+.2f}, Dec {dec:+.2f} px now)")
+
+    def shutdown(self) -> None:
+        """Stop guiding (the connection belongs to the Equipment dock)."""
+        self.stop_guiding()
