@@ -24,6 +24,7 @@ then ``pre.calibrate.applied {"applied": {...}}`` (masters, dark scale, pedestal
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import json
 import os
@@ -371,7 +372,8 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                      out_dtype: str = "float32", record: CalibrateParams | None = None,
                      progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
                      log: Optional[Log] = None, client=None,
-                     measure: Optional[tuple] = None) -> list:
+                     measure: Optional[tuple] = None, skip: Sequence[int] = (),
+                     first: Optional[int] = None, sink=None) -> list:
     """Calibrate (and cosmetic-correct, debayer) every light.
 
     Parameters
@@ -405,6 +407,17 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
         in memory (:func:`.register.measure_frame`), saved in ``folder`` for
         ``register_frames(resume=True)`` (:func:`.register.save_measurement`): the
         stack run's registration then reads each frame once only.
+    skip : sequence of int
+        Lights (indices into ``plan``) not to calibrate again (done by an interrupted
+        run): they still vote for the bad pixels and the pedestal is still the first
+        light's, so the others come out as an uninterrupted run makes them.
+    first : int, optional
+        Calibrate this light before the others (the one-pass stack run's reference).
+    sink : callable, optional
+        ``sink(index, image)`` takes each calibrated light instead of writing it (the
+        one-pass stack run: measure, resample, write the registered frame), in frame
+        threads; its return values are returned. Lights are handed over as soon as
+        calibrated, at most a few ahead of the sink.
     client : distributed.Client, optional
         Calibrate frame by frame on this Dask cluster's worker processes (with
         ``out_dir`` and masters written to disk: workers read the lights and masters
@@ -466,10 +479,22 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
     else:
         total = n
 
-    results: list = [None] * n
+    results: list = [names[i] if names else None for i in range(n)]
     written: list[Path] = []
     t_start = time.perf_counter()
-    if client is not None and out_dir is not None and not keep and all(
+    skipped = set(skip)
+    order = [i for i in range(n) if i not in skipped]
+    if first is not None and first in order:
+        order.remove(first)
+        order.insert(0, first)
+    if client is None and order and order[0] != 0 and params.auto_pedestal:
+        # the session pedestal is the first light's, whichever is calibrated first
+        item0 = plan[0]
+        ctx.pedestal = _session_pedestal(read_image(item0.light.path), item0, masters, params,
+                                         _frame_bad_pixels(item0, masters, params, ctx))
+        log(f"pedestal {ctx.pedestal:.6f} ({ctx.pedestal * 65535:.1f} ADU) for the session")
+    if client is not None and out_dir is not None and not keep and not skipped and sink is None \
+            and all(
             m.path is not None for it in plan for m in (it.bias, it.dark, it.flat)
             if m is not None):
         from .distributed import calibrate_on_cluster
@@ -480,32 +505,39 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
         log(f"calibrated {n} lights in {time.perf_counter() - t_start:.2f} s "
             "(Dask cluster)")
         return results
+    import collections
+
+    from .register import _pool, _threads
     try:
         with cf.ThreadPoolExecutor(_READ_THREADS) as readers, \
-                cf.ThreadPoolExecutor(1) as writer, cf.ThreadPoolExecutor(1) as measurer:
-            # Prefetch reads two ahead; the numba kernels run on this thread only (the
-            # workqueue threading layer must not be entered from two threads).
+                cf.ThreadPoolExecutor(1) as writer, cf.ThreadPoolExecutor(1) as measurer, \
+                (_pool() if sink is not None else contextlib.nullcontext()) as sinks:
+            # Prefetch reads two ahead; calibration runs on this thread, measuring and
+            # writing (or the sink) on others, at most ``ahead`` frames behind.
             futures = {}
 
-            def submit(i: int) -> None:
-                if i < n and i not in futures:
-                    futures[i] = readers.submit(read_image, plan[i].light.path)
+            def submit(k: int) -> None:
+                if k < len(order) and order[k] not in futures:
+                    futures[order[k]] = readers.submit(read_image, plan[order[k]].light.path)
 
             submit(0)
             submit(1)
             pending_writes = []
-            for i, item in enumerate(plan):
-                submit(i + 2)
+            in_flight: collections.deque = collections.deque()
+            ahead = _threads() + 1 if sink is not None else 2
+            for k, i in enumerate(order):
+                item = plan[i]
+                submit(k + 2)
                 img = futures.pop(i).result()
                 bpm = _frame_bad_pixels(item, masters, params, ctx)
                 if ctx.pedestal is None:
                     ctx.pedestal = _session_pedestal(img, item, masters, params, bpm)
                     log(f"pedestal {ctx.pedestal:.6f} ({ctx.pedestal * 65535:.1f} ADU) for "
                         "the session")
-                if i == 0 and save_bad_pixels is not None:
+                if k == 0 and save_bad_pixels is not None:
                     used = bpm if bpm is not None else BadPixelMap.empty(img.data.shape)
-                    pending_writes.append(writer.submit(_save_bpm, used, Path(save_bad_pixels),
-                                                        overwrite, written))
+                    pending_writes.append((None, writer.submit(
+                        _save_bpm, used, Path(save_bad_pixels), overwrite, written)))
                     log(f"bad-pixel map ({used.n_hot} hot, {used.n_cold} cold) -> "
                         f"{save_bad_pixels}")
                 out = calibrate_light(img, item, masters, params, pedestal=ctx.pedestal, record=record,
@@ -513,23 +545,31 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                                           img.data.shape))
                 log(item.describe() + (f" dark x{_applied_scale(out):.4g}"
                                        if item.dark_mode == "optimize" else ""))
-                if out_dir is not None:
+                while len(in_flight) >= ahead:  # bounded memory: wait for the oldest
+                    in_flight.popleft().result()
+                if sink is not None:
+                    fut = sinks.submit(sink, i, out)
+                    in_flight.append(fut)
+                    pending_writes.append((i, fut))
+                elif out_dir is not None:
                     target = names[i]
                     measured = None
                     if measure is not None:
                         # overlaps the next light's calibration (the kernels release the GIL)
                         measured = measurer.submit(_measure, out, target.name, measure)
-                        pending_writes.append(measured)
-                    pending_writes.append(writer.submit(_write, out, target, overwrite, written,
-                                                       out_dtype, measured))
+                    fut = writer.submit(_write, out, target, overwrite, written, out_dtype,
+                                        measured)
+                    in_flight.append(fut)
+                    pending_writes.append((None, fut))
                 if keep:
                     results[i] = out
-                else:
-                    results[i] = names[i] if out_dir is not None else None
+                del out, img
                 done += 1
                 report(progress, done, total, f"calibrated {Path(item.light.path).name}", cancel)
-            for fut in pending_writes:
-                fut.result()
+            for i, fut in pending_writes:
+                got = fut.result()
+                if i is not None:
+                    results[i] = got
     except BaseException:
         remove_partial(written)
         raise

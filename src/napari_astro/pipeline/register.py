@@ -36,7 +36,7 @@ from ..core.stars import (FrameQuality, Stars, _quality_from, cfa_box_luminance,
 from .steps import RegisterParams
 
 __all__ = ["RegistrationResult", "register_frames", "measure_frame", "save_measurement",
-           "cli_register", "TRANSFORMS_FILE"]
+           "load_measurement", "resample_frame", "cli_register", "TRANSFORMS_FILE"]
 
 TRANSFORMS_FILE = "transforms.json"
 # Frames are not kept between the two passes: the second re-reads them in its frame
@@ -145,6 +145,17 @@ def save_measurement(mdir: "str | os.PathLike[str]", name: str, image: AstroImag
         tmp.write_text(json.dumps({"stars": stars.to_dict(), "quality": quality.to_dict(),
                                    "shape": list(image.shape2d), "cfa": image.is_cfa}))
     return target
+
+
+def load_measurement(mdir: "str | os.PathLike[str]", name: str):
+    """``(stars, quality, shape, is_cfa)`` saved by :func:`save_measurement`, or None."""
+    mfile = Path(mdir) / f"{_stem(name)}.json"
+    if not mfile.exists():
+        return None
+    saved = json.loads(mfile.read_text())
+    q = FrameQuality(**{k: (float("nan") if v is None and k != "fwhm_arcsec" else v)
+                        for k, v in saved["quality"].items()})
+    return Stars.from_dict(saved["stars"]), q, tuple(saved["shape"]), bool(saved["cfa"])
 
 
 # --------------------------------------------------------------------------- result
@@ -261,6 +272,26 @@ def _best_reference(quals: list[FrameQuality], ok: list[bool]) -> int:
     return best
 
 
+def resample_frame(img: AstroImage, transform: Transform, ref_shape, params: RegisterParams, *,
+                   record: Optional[RegisterParams], reference: str, match: tuple,
+                   is_reference: bool, debayer_method: str = "rcd",
+                   equalize_cfa: bool = False) -> AstroImage:
+    """One frame onto the reference grid (debayered first if a raw mosaic), with its
+    HISTORY: what :func:`register_frames` writes for it (and the one-pass stack run)."""
+    if img.is_cfa:
+        img = _debayer(img, debayer_method, equalize_cfa)
+    hist = {"reference": reference, "n_matches": match[0], "rms_px": round(float(match[1]), 4)}
+    if is_reference and img.shape2d == tuple(ref_shape):
+        # the reference needs no interpolation at all
+        reg = img.derive(img.data, RegisterParams.STEP_ID, {"model": "identity", **hist},
+                         mask=np.ones(img.shape2d, bool) if img.mask is None else img.mask)
+    else:
+        reg = apply_transform(img, transform, shape=tuple(ref_shape),
+                              interpolation=params.interpolation, clamp=params.clamp,
+                              history=hist)
+    return _record(reg, record or params)  # the reference's too: the stack carries it
+
+
 # --------------------------------------------------------------------------- main entry
 def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[str] | None" = None,
                     params: RegisterParams = RegisterParams(), *, overwrite: bool = False,
@@ -362,13 +393,9 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     measured: dict[int, tuple] = {}
     todo = []
     for i in range(n):
-        mfile = mdir / f"{_stem(names[i][0])}.json" if mdir is not None else None
-        if mfile is not None and mfile.exists():
-            saved = json.loads(mfile.read_text())
-            q = FrameQuality(**{k: (float("nan") if v is None and k != "fwhm_arcsec" else v)
-                                for k, v in saved["quality"].items()})
-            measured[i] = (Stars.from_dict(saved["stars"]), q, tuple(saved["shape"]),
-                           bool(saved["cfa"]))
+        saved = load_measurement(mdir, names[i][0]) if mdir is not None else None
+        if saved is not None:
+            measured[i] = saved
         else:
             todo.append(i)
     def _measure_one(i: int):
@@ -470,22 +497,10 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
     from ..core.io import write_image
 
     def _resample_one(i: int):
-        img = _load(items[i])
-        if img.is_cfa:
-            img = _debayer(img, debayer_method, equalize_cfa)
-        hist = {"reference": ref_name, "n_matches": matches[i][0],
-                "rms_px": round(float(matches[i][1]), 4)}
-        if i == ref_index and img.shape2d == tuple(ref_shape):
-            # the reference needs no interpolation at all
-            reg = img.derive(img.data, RegisterParams.STEP_ID,
-                             {"model": "identity", **hist},
-                             mask=np.ones(img.shape2d, bool) if img.mask is None else img.mask)
-        else:
-            reg = apply_transform(img, transforms[i], shape=tuple(ref_shape),
-                                  interpolation=params.interpolation, clamp=params.clamp,
-                                  history=hist)
-        _record(reg, record or params)  # the reference's too: the stack carries its HISTORY
-        del img
+        reg = resample_frame(_load(items[i]), transforms[i], ref_shape, params,
+                             record=record, reference=ref_name, match=matches[i],
+                             is_reference=i == ref_index, debayer_method=debayer_method,
+                             equalize_cfa=equalize_cfa)
         if out_path is not None:
             # reg is ours alone: its footprint NaN go into its own buffer, not a copy
             write_image(reg, targets[i], overwrite=overwrite or resume, inplace=True)

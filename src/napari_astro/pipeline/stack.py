@@ -220,14 +220,12 @@ def _stage_calibrate(tag: str, lights: list, items: list, master_set, masters_ke
                      client=None, register: RegisterParams = RegisterParams(),
                      ) -> tuple[list, str, Stage]:
     """Calibrated lights of one filter; resumes frame by frame within one fingerprint."""
-    from ..core.io import read_image
     from .calibrate import calibrate_lights, output_name
 
     # The user's CalibrateParams whole (not only those applied before registration):
     # they are the HISTORY the calibrated frames carry into the stack.
-    stage = Stage(work / f"calibrated_{tag}", f"[{tag}] calibrate", fingerprint(
-        "calibrate", masters_key, files_fingerprint(f.path for f in lights),
-        calibrate.to_dict(), stack.float16), products="*.fits")
+    stage = Stage(work / f"calibrated_{tag}", f"[{tag}] calibrate",
+                  _cal_key(masters_key, lights, calibrate, stack), products="*.fits")
     stage.open()
     taken: set = set()
     names = [stage.folder / output_name(it.light, taken) for it in items]
@@ -235,13 +233,7 @@ def _stage_calibrate(tag: str, lights: list, items: list, master_set, masters_ke
     # One-shot-colour lights stay CFA mosaics on disk (a third of the bytes of
     # debayered frames): stars are measured on the CFA luminance and each frame is
     # debayered just before it is resampled, inside registration's frame threads.
-    cal_params = dataclasses.replace(calibrate, debayer=False, equalize_cfa=False) \
-        if late_debayer else calibrate
-    done = [p for p in names if p.exists()]
-    if done and todo and calibrate.auto_pedestal:
-        # Same session pedestal as the interrupted run, so results are identical.
-        ped = float(read_image(done[0]).header.get("PEDESTAL", calibrate.pedestal))
-        cal_params = dataclasses.replace(cal_params, auto_pedestal=False, pedestal=ped)
+    cal_params = _cal_params(calibrate, late_debayer)
     # One pass per light: its stars are measured right after calibration, while it is
     # in memory, where registration's resume finds them (it then reads each calibrated
     # frame once, to resample it).
@@ -249,8 +241,11 @@ def _stage_calibrate(tag: str, lights: list, items: list, master_set, masters_ke
     measure.open()
     if todo:
         logger(f"[{tag}] calibrating {len(todo)} lights ({len(items) - len(todo)} reused)")
-        calibrate_lights([it.light for it, _ in todo], master_set, cal_params, stage.folder,
-                         plan=[it for it, _ in todo], overwrite=True, record=calibrate,
+        # every light votes for the bad pixels and the pedestal is the first light's,
+        # so a resumed run calibrates the rest as an uninterrupted run does
+        calibrate_lights([it.light for it in items], master_set, cal_params, stage.folder,
+                         plan=items, overwrite=True, record=calibrate,
+                         skip=[k for k, p in enumerate(names) if p.exists()],
                          out_dtype="uint16" if stack.float16 else "float32",
                          progress=progress, cancel=cancel, log=logger, client=client,
                          measure=(measure.folder, register.detection_sigma, register.max_stars))
@@ -261,6 +256,96 @@ def _stage_calibrate(tag: str, lights: list, items: list, master_set, masters_ke
     return names, stage.key, measure
 
 
+def _cal_params(calibrate: CalibrateParams, late_debayer: bool) -> CalibrateParams:
+    """What calibration applies before registration (one-shot-colour lights stay CFA
+    mosaics on disk, a third of the bytes, and are debayered just before resampling)."""
+    return dataclasses.replace(calibrate, debayer=False, equalize_cfa=False) \
+        if late_debayer else calibrate
+
+
+def _cal_key(masters_key: str, lights: list, calibrate: CalibrateParams, stack) -> str:
+    return fingerprint("calibrate", masters_key, files_fingerprint(f.path for f in lights),
+                       calibrate.to_dict(), stack.float16)
+
+
+def _one_pass(plan: StackPlan, register: RegisterParams, client, choice) -> bool:
+    """One pass per light (:mod:`.onepass`): when the reference is known up front and
+    the session has no calibration frames (``choice`` None = that rule; True/False)."""
+    if choice is not None:
+        return bool(choice) and bool(register.reference) and client is None
+    return bool(register.reference) and not plan.calibration_frames and client is None
+
+
+def _stage_one_pass(tag: str, lights: list, items: list, master_set, masters_key: str,
+                    work: Path, stack: StackParams, calibrate: CalibrateParams,
+                    register: RegisterParams, late_debayer: bool, progress, cancel, logger):
+    """Calibrated and registered lights in one pass each (:mod:`.onepass`): the same
+    measurement stage and products as the two-pass run, no calibrated frames."""
+    from .calibrate import output_name
+    from .onepass import run_one_pass
+
+    cal_key = _cal_key(masters_key, lights, calibrate, stack)
+    taken: set = set()
+    names = [work / f"calibrated_{tag}" / output_name(it.light, taken) for it in items]
+    reg_params = _calibrated_reference(register, items, names)
+    measure = _measure_stage(work, tag, cal_key, register)
+    measure.open()
+    debayer_method = calibrate.debayer_method if late_debayer else "rcd"
+    equalize = calibrate.equalize_cfa and late_debayer
+    stage = Stage(work / f"registered_{tag}", f"[{tag}] register", fingerprint(
+        "register", measure.key, register.to_dict(), reg_params.reference, debayer_method,
+        equalize, "one pass"), products="*")
+    stage.open()
+    reg = run_one_pass(items, names, stage.folder, measure.folder, master_set,
+                       _cal_params(calibrate, late_debayer), calibrate, reg_params, register,
+                       debayer_method, equalize, progress=progress, cancel=cancel,
+                       logger=logger)
+    measure.finish()
+    stage.finish(accepted=reg.n_accepted)
+    logger(measure.describe())
+    logger(stage.describe())
+    _log_rows(tag, reg, logger)
+    return reg, stage.key
+
+
+def _calibrated_reference(register: RegisterParams, items: list, names: list) -> RegisterParams:
+    """The user names a raw light; registration sees its calibrated version."""
+    if register.reference:
+        want = os.path.realpath(register.reference)
+        for it, p in zip(items, names):
+            if os.path.realpath(it.light.path) == want:
+                return dataclasses.replace(register, reference=str(p))
+    return register
+
+
+def _log_rows(tag: str, reg, logger) -> None:
+    for row in reg.rows:
+        status = "accepted" if row["accepted"] else f"rejected: {row['reason']}"
+        logger(f"[{tag}] {row['name']}: stars {row['n_stars']}, FWHM "
+               f"{_fmt(row['fwhm'])} px, roundness {_fmt(row['roundness'])}, background "
+               f"{_fmt(row['background'], 5)}, noise {_fmt(row['noise'], 6)}, matches "
+               f"{row['n_matches']}, rms {_fmt(row['rms'], 3)} px"
+               + (" (reference)" if row["reference"] else "") + f" -> {status}")
+
+
+def _two_pass(tag, lights, items, master_set, masters_key, work, stack, calibrate, register,
+              late, lo, span, stage, cancel, logger, client, timings):
+    """Calibrated lights written, then registered (the reference chosen from all)."""
+    t0 = time.perf_counter()
+    names, cal_key, measured = _stage_calibrate(
+        tag, lights, items, master_set, masters_key, work, stack, calibrate, late,
+        stage(lo, lo + 0.4 * span, f"calibrate {tag}"), cancel, logger, client, register)
+    timings[f"calibrate[{tag}]"] = time.perf_counter() - t0
+    master_set.release()  # the masters' arrays are not needed until the next filter
+    t0 = time.perf_counter()
+    reg, reg_key = _stage_register(
+        tag, items, names, cal_key, work, register, calibrate, late,
+        stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"), cancel, logger,
+        client, measured)
+    timings[f"register[{tag}]"] = time.perf_counter() - t0
+    return reg, reg_key
+
+
 def _stage_register(tag: str, items: list, names: list, cal_key: str, work: Path,
                     register: RegisterParams, calibrate: CalibrateParams, late_debayer: bool,
                     progress, cancel, logger, client=None, measure: Optional[Stage] = None):
@@ -269,13 +354,7 @@ def _stage_register(tag: str, items: list, names: list, cal_key: str, work: Path
     from .register import register_frames
 
     rdir = work / f"registered_{tag}"
-    reg_params = register
-    if register.reference:
-        # The user names a raw light; registration sees its calibrated version.
-        want = os.path.realpath(register.reference)
-        for it, p in zip(items, names):
-            if os.path.realpath(it.light.path) == want:
-                reg_params = dataclasses.replace(register, reference=str(p))
+    reg_params = _calibrated_reference(register, items, names)
     if measure is None or measure.key != _measure_stage(work, tag, cal_key, register).key:
         measure = _measure_stage(work, tag, cal_key, register)
         measure.open()
@@ -293,13 +372,7 @@ def _stage_register(tag: str, items: list, names: list, cal_key: str, work: Path
     stage.finish(accepted=reg.n_accepted)
     logger(measure.describe())
     logger(stage.describe())
-    for row in reg.rows:
-        status = "accepted" if row["accepted"] else f"rejected: {row['reason']}"
-        logger(f"[{tag}] {row['name']}: stars {row['n_stars']}, FWHM "
-               f"{_fmt(row['fwhm'])} px, roundness {_fmt(row['roundness'])}, background "
-               f"{_fmt(row['background'], 5)}, noise {_fmt(row['noise'], 6)}, matches "
-               f"{row['n_matches']}, rms {_fmt(row['rms'], 3)} px"
-               + (" (reference)" if row["reference"] else "") + f" -> {status}")
+    _log_rows(tag, reg, logger)
     return reg, stage.key
 
 
@@ -353,7 +426,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
               work_dir: os.PathLike | str | None = None, overwrite: bool = False,
               rejection_maps_dir: os.PathLike | str | None = None,
               progress: Optional[Progress] = None, cancel: Optional[CancelToken] = None,
-              log: Optional[Log] = None) -> StackResult:
+              log: Optional[Log] = None, one_pass: Optional[bool] = None) -> StackResult:
     """Run the whole pre-processing; see the module docstring.
 
     Parameters
@@ -379,6 +452,12 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     progress, cancel, log : optional
         Progress callback, cancel token, and a callable receiving each log line
         (the same lines go to ``<OUT>.log``).
+    one_pass : bool, optional
+        Calibrate and register each light in one pass, writing only the registered
+        frame (:mod:`.onepass`; needs ``register.reference``, not with a Dask
+        scheduler). Default: when the reference is given and the session has no
+        calibration frames; False keeps the calibrated frames, so a change of
+        registration parameters alone does not calibrate again.
 
     Returns
     -------
@@ -458,19 +537,18 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
             tag = filt or "none"
             items = plan_calibration(lights, master_set, calibrate)
             t0 = time.perf_counter()
-            names, cal_key, measured = _stage_calibrate(
-                tag, lights, items, master_set, masters_key, work, stack, calibrate, late,
-                stage(lo, lo + 0.4 * span, f"calibrate {tag}"), cancel, logger, client,
-                register)
-            timings[f"calibrate[{tag}]"] = time.perf_counter() - t0
-            master_set.release()  # the masters' arrays are not needed until the next filter
-            t0 = time.perf_counter()
-            reg, reg_key = _stage_register(
-                tag, items, names, cal_key, work, register, calibrate, late,
-                stage(lo + 0.4 * span, lo + 0.75 * span, f"register {tag}"), cancel, logger,
-                client, measured)
+            if _one_pass(plan, register, client, one_pass):
+                reg, reg_key = _stage_one_pass(
+                    tag, lights, items, master_set, masters_key, work, stack, calibrate,
+                    register, late, stage(lo, lo + 0.75 * span, f"calibrate+register {tag}"),
+                    cancel, logger)
+                master_set.release()
+                timings[f"calibrate+register[{tag}]"] = time.perf_counter() - t0
+            else:
+                reg, reg_key = _two_pass(tag, lights, items, master_set, masters_key, work,
+                                         stack, calibrate, register, late, lo, span, stage,
+                                         cancel, logger, client, timings)
             quality[filt] = reg.rows
-            timings[f"register[{tag}]"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             result, n_used = _stage_integrate(
                 tag, reg, reg_key, work, integrate, execution,
@@ -578,6 +656,12 @@ def _params_from_args(args):
             execution_from_args(args))
 
 
+def _one_pass_choice(stack: StackParams) -> Optional[bool]:
+    """``StackParams.one_pass`` ("auto", "always", "never") once it exists, else auto."""
+    value = getattr(stack, "one_pass", "auto")
+    return None if value in (None, "auto") else value in (True, "always", "yes")
+
+
 def cli_stack(args) -> int:
     """``napari-astro stack SESSION... -o OUT.fits``: progress bar on stderr, decisions
     on stderr and in ``OUT.log``."""
@@ -594,7 +678,8 @@ def cli_stack(args) -> int:
                            calibrate=cal, register=reg, integrate=integ, execution=execution,
                            work_dir=args.work_dir, overwrite=args.overwrite,
                            rejection_maps_dir=args.rejection_maps, progress=bar, cancel=None,
-                           log=None if args.quiet else bar.write)
+                           log=None if args.quiet else bar.write,
+                           one_pass=_one_pass_choice(stack))
     for filt, path in result.outputs.items():
         print(f"{path}")
     print(f"log: {result.log_path}")

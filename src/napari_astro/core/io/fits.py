@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -285,13 +286,17 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
         compressed = isinstance(hdu, fits.CompImageHDU)
         if not compressed:
             _check_complete(hdul, index, p)
-        raw = hdu.data
-        if raw is None or raw.size == 0:
-            raise BadInputError(p, "no image data")
         history = decode_history(hdr)
         header = _clean_header(hdr, compressed=compressed)
-        is_float = raw.dtype.kind == "f"
-        data = _to_float01(raw, hdr)
+        data = None if compressed else _read_plain(p, hdul.fileinfo(index)["datLoc"], hdr)
+        if data is not None:
+            is_float = int(hdr["BITPIX"]) < 0
+        else:
+            raw = hdu.data
+            if raw is None or raw.size == 0:
+                raise BadInputError(p, "no image data")
+            is_float = raw.dtype.kind == "f"
+            data = _to_float01(raw, hdr)
 
     data = data.reshape(shape)
     mask = None
@@ -301,7 +306,7 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
         finite = np.isfinite(data)
         if not finite.all():
             mask = finite.all(axis=0) if data.ndim == 3 else finite
-            data = np.where(finite, data, np.float32(0))
+            data[~finite] = 0  # our own buffer
     # Integers are always finite; only float files can carry NaN/inf.
     if check_finite and is_float and not np.isfinite(data).all():
         n = int((~np.isfinite(data)).sum())
@@ -317,6 +322,52 @@ def _int_to_float32(a, out, bscale, bzero, inv):  # pragma: no cover - compiled
     # type. 0.7 ms vs 1.5 ms for numpy's xor/astype/multiply chain on 1920x1080 uint16.
     for i in numba.prange(a.size):
         out[i] = np.float32((np.float64(a[i]) * bscale + bzero) * inv)
+
+
+@numba.njit(cache=True, parallel=True)
+def _swapped_int16_to_float32(a, out, bscale, bzero, inv):  # pragma: no cover - compiled
+    # ``a``: big-endian int16 read as native uint16 (bytes swapped); the byte swap,
+    # BZERO/BSCALE and normalisation in one pass, same arithmetic as _int_to_float32
+    for i in numba.prange(a.size):
+        u = np.int64(a[i])
+        v = ((u & 0xFF) << 8) | (u >> 8)
+        if v >= 32768:
+            v -= 65536
+        out[i] = np.float32((np.float64(v) * bscale + bzero) * inv)
+
+
+def _read_plain(path: Path, offset: int, hdr: fits.Header) -> "np.ndarray | None":
+    """The float32 pixels of an uncompressed 16-bit integer or 32-bit float image HDU,
+    read with one positioned read and converted in one pass (None: let astropy read
+    it). 16-bit: 1.6 vs 2.2 ms per 1080x1920 Seestar frame, and one buffer fewer."""
+    if str(path).lower().endswith(".gz"):
+        return None
+    bitpix = int(hdr.get("BITPIX", 0))
+    if bitpix not in (16, -32):
+        return None
+    n = 1
+    for i in range(1, int(hdr.get("NAXIS", 0)) + 1):
+        n *= int(hdr.get(f"NAXIS{i}", 0))
+    bscale = float(hdr.get("BSCALE", 1.0))
+    bzero = float(hdr.get("BZERO", 0.0))
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        if bitpix == 16:
+            raw = np.fromfile(fh, dtype=np.uint16, count=n)
+        else:
+            raw = np.fromfile(fh, dtype=np.uint32, count=n)
+    if raw.size != n:
+        return None
+    if bitpix == 16:
+        out = np.empty(n, dtype=np.float32)
+        _swapped_int16_to_float32(raw, out, bscale, bzero, 1.0 / 65535.0)
+        return out
+    if sys.byteorder == "little":
+        raw.byteswap(inplace=True)
+    out = raw.view(np.float32)
+    if bscale != 1.0 or bzero != 0.0:
+        out = (out.astype(np.float64) * bscale + bzero).astype(np.float32)
+    return out
 
 
 def _is_raw_int(arr: np.ndarray, bitpix: int) -> bool:
@@ -444,6 +495,17 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
             header.remove(key, ignore_missing=True, remove_all=True)
     for text in encode_history(image.history):
         header.add_history(text)
+    masked = dtype != "uint16" and image.mask is not None and not image.mask.all()
+    if masked:
+        # Pixels outside the footprint are stored as NaN (FITS has no mask in the
+        # primary HDU); read_fits turns them back into ``mask``.
+        header["FOOTPRNT"] = ("NAN", "pixels outside the footprint are NaN")
+    else:
+        header.remove("FOOTPRNT", ignore_missing=True)
+    if not p.name.lower().endswith(".fz"):
+        with atomic_output(p, overwrite=overwrite) as tmp:
+            _write_plain(tmp, image.data, image.mask if masked else None, header, dtype)
+        return p
     if dtype == "uint16":
         data = np.clip(np.rint(image.data * 65535.0), 0, 65535).astype(np.uint16)
         hdu = fits.PrimaryHDU(data=data, header=header, uint=True)
@@ -451,15 +513,10 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         data = image.data
         if dtype == "float16":
             data = data.astype(np.float16).astype(np.float32)
-        if image.mask is not None and not image.mask.all():
-            # Pixels outside the footprint are stored as NaN (FITS has no mask in the
-            # primary HDU); read_fits turns them back into ``mask``.
+        if masked:
             if not (inplace and data is image.data):
                 data = np.array(data, dtype=np.float32, copy=True)
             data[..., ~image.mask] = np.nan
-            header["FOOTPRNT"] = ("NAN", "pixels outside the footprint are NaN")
-        else:
-            header.remove("FOOTPRNT", ignore_missing=True)
         hdu = fits.PrimaryHDU(data=np.ascontiguousarray(data, dtype=np.float32), header=header)
     if p.name.lower().endswith(".fz"):
         # Tile-compressed: GZIP_2 without quantisation is lossless for float data.
@@ -469,3 +526,44 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
     with atomic_output(p, overwrite=overwrite) as tmp:
         hdu.writeto(tmp, output_verify="silentfix")
     return p
+
+
+_CHUNK_PIXELS = 1 << 18  # pixels converted at a time while writing (1 MB of float32)
+
+
+def _write_plain(path: Path, data: np.ndarray, mask, header: fits.Header, dtype: str) -> None:
+    """An uncompressed FITS file in one pass over the pixels: the header, then the data
+    converted to big-endian a band of rows at a time (NaN outside ``mask``, or 16-bit
+    with BZERO 32768), then the padding; no full-frame copy (astropy's writer swaps
+    the whole array in place and back)."""
+    shape = data.shape
+    bitpix = 16 if dtype == "uint16" else -32
+    head = fits.Header()
+    head["SIMPLE"] = (True, "conforms to FITS standard")
+    head["BITPIX"] = (bitpix, "array data type")
+    head["NAXIS"] = (len(shape), "number of array dimensions")
+    for k, n in enumerate(reversed(shape), 1):
+        head[f"NAXIS{k}"] = n
+    if bitpix == 16:
+        head["BSCALE"] = 1
+        head["BZERO"] = 32768
+    head.extend(header.cards, end=True)
+    planes = data.reshape(-1, shape[-2], shape[-1])
+    step = max(1, _CHUNK_PIXELS // shape[-1])
+    nbytes = 0
+    with open(path, "wb") as fh:
+        fh.write(head.tostring().encode("ascii"))
+        for plane in planes:
+            for r0 in range(0, shape[-2], step):
+                band = plane[r0:r0 + step]
+                if bitpix == 16:
+                    out = (np.clip(np.rint(band * 65535.0), 0, 65535) - 32768).astype(">i2")
+                else:
+                    if dtype == "float16":
+                        band = band.astype(np.float16)
+                    out = band.astype(">f4")
+                    if mask is not None:
+                        out[~mask[r0:r0 + step]] = np.nan
+                fh.write(out.data)
+                nbytes += out.nbytes
+        fh.write(b"\0" * (-nbytes % 2880))
