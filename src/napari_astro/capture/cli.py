@@ -15,7 +15,23 @@ import sys
 
 from ..core.errors import BadInputError
 
-__all__ = ["cli_capture", "cli_live", "check_devices"]
+__all__ = ["cli_capture", "cli_live", "check_devices", "check_phd2"]
+
+
+def check_phd2(settings, timeout: float = 3.0) -> None:
+    """BadInputError when ``guiding = "phd2"`` and no PHD2 server answers (nothing is
+    sent: a TCP connection is opened and closed)."""
+    import socket
+
+    if settings.guiding != "phd2":
+        return
+    try:
+        with socket.create_connection((settings.phd2_host, settings.phd2_port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise BadInputError("sequence.phd2_port", f"no PHD2 server answers at "
+                            f"{settings.phd2_host}:{settings.phd2_port} ({exc.strerror or exc}): "
+                            "start PHD2 and its server (Tools > Enable Server)") from None
 
 
 def check_devices(client, seq) -> None:
@@ -84,6 +100,7 @@ def cli_capture(args: argparse.Namespace) -> int:
 
     seq = load_sequence(args.sequence)
     host, port = parse_server(args.server)
+    check_phd2(seq.settings)
     with _python_only_stderr():
         return _capture(args, seq, host, port)
 
@@ -117,6 +134,9 @@ def _capture(args, seq, host, port) -> int:
             server.stop()
     print(f"{len(frames)} of {seq.planned()} frames in {args.output}"
           + (f" ({runner.reconnects} reconnections)" if runner.reconnects else ""))
+    if runner.stopped:
+        print(f"not all lights taken: {runner.stopped} (run again later with the same -o "
+              "to take the rest)")
     return 0
 
 

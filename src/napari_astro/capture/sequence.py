@@ -31,6 +31,7 @@ from ..core.progress import CancelToken, Progress, report
 from ..pipeline.params import StepParams, param
 from .client import ConnectionLost, IndiClient, IndiError
 from .devices import Equipment, Frame
+from .night import Night
 from .output import DEFAULT_PATTERN, check_pattern, frame_header, frame_name, write_frame
 
 __all__ = ["SequenceParams", "LineParams", "Sequence", "load_sequence", "save_sequence",
@@ -76,6 +77,45 @@ class SequenceParams(StepParams):
                                     help="extra time for a frame to arrive after its exposure")
     reconnect_timeout: float = param(60.0, min=1, max=3600, unit="s",
                                      help="how long to wait for a lost server to come back")
+    # -- the night (capture/night.py) --
+    min_altitude: Optional[float] = param(None, min=-10, max=89, unit="deg",
+                                          help="lights only above this altitude: wait for it to "
+                                          "rise, stop the lights when it sinks (none: no limit)")
+    wait_timeout: float = param(4.0, min=0, max=24, unit="h",
+                                help="longest wait for the target to rise above min_altitude")
+    meridian_flip: bool = param(False, help="flip the mount when the target passes the meridian")
+    flip_after: float = param(5.0, min=-60, max=120, unit="min",
+                              help="flip this long after the meridian (hour angle)")
+    flip_pause: bool = param(True, help="a light that would end past the flip point waits "
+                             "for the flip (false: expose it, flip after it)")
+    recentre_every: int = param(0, min=0, max=10000, unit="lights",
+                                help="plate-solve every N-th light, re-centre when off by more "
+                                "than centre_tolerance (0: never)")
+    recentre_drift: float = param(0.0, min=0, max=600, unit="arcmin",
+                                  help="plate-solve every light, re-centre when it drifted more "
+                                  "than this (0: off)")
+    autofocus_start: bool = param(False, help="autofocus before the first light")
+    refocus_temperature: float = param(0.0, min=0, max=50, unit="C",
+                                       help="autofocus again after this temperature change "
+                                       "(focuser's, else camera's; 0: off)")
+    refocus_hfr: float = param(0.0, min=0, max=10, unit="of the HFR",
+                               help="autofocus again when a light's HFR grew by this fraction "
+                               "over the first light after the last autofocus (0: off)")
+    focus_step: int = param(2000, min=1, max=1000000, unit="steps",
+                            help="autofocus: focuser steps between positions")
+    focus_points: int = param(7, min=3, max=31, help="autofocus: positions per run")
+    focus_exposure: float = param(1.0, min=0.001, max=600, unit="s", help="autofocus exposure")
+    guiding: Literal["off", "builtin", "phd2"] = param("off", help="guide during the lights "
+                                                       "(dithers then go through the guider)")
+    guide_exposure: float = param(1.0, min=0.01, max=60, unit="s", help="built-in guider exposure")
+    phd2_host: str = param("localhost", help="PHD2 server host (guiding = phd2)")
+    phd2_port: int = param(4400, min=1, max=65535, help="PHD2 server port")
+    settle_px: float = param(1.0, min=0.05, max=50, unit="px",
+                             help="guided dither: settled when the guide error stays below this")
+    settle_time: float = param(2.0, min=0, max=600, unit="s",
+                               help="guided dither: ...for this long")
+    settle_timeout: float = param(60.0, min=1, max=3600, unit="s",
+                                  help="guided dither: give up settling after this")
 
     def validate(self) -> None:
         try:
@@ -84,6 +124,21 @@ class SequenceParams(StepParams):
             raise BadInputError("sequence.pattern", str(exc)) from None
         if (self.ra is None) != (self.dec is None):
             raise BadInputError("sequence.ra", "give both ra and dec, or neither")
+        needs = [("min_altitude", self.min_altitude is not None, "mount"),
+                 ("meridian_flip", self.meridian_flip, "mount"),
+                 ("recentre_every", self.recentre_every, "mount"),
+                 ("recentre_drift", self.recentre_drift, "mount"),
+                 ("autofocus_start", self.autofocus_start, "focuser"),
+                 ("refocus_temperature", self.refocus_temperature, "focuser"),
+                 ("refocus_hfr", self.refocus_hfr, "focuser"),
+                 ("guiding", self.guiding == "builtin", "guider")]
+        for name, on, device in needs:
+            if on and not getattr(self, device):
+                raise BadInputError(f"sequence.{name}", f"needs a {device} (sequence.{device})")
+        if (self.min_altitude is not None or self.meridian_flip) and not self.slew \
+                and self.ra is None:
+            raise BadInputError("sequence.ra", "min_altitude and meridian_flip need the target's "
+                                "ra and dec when slew = false")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,12 +263,15 @@ class SequenceRunner:
     cancel : CancelToken, optional
     seed : int, optional
         Seed of the dither offsets (tests).
+    clock : callable, optional
+        Unix time now (the target's altitude and hour angle; default ``time.time``).
     """
 
     def __init__(self, sequence: Sequence, client: IndiClient, out_dir: "str | os.PathLike[str]", *,
                  progress: Progress | None = None, on_frame: Callable | None = None,
                  cancel: CancelToken | None = None, seed: int | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.seq, self.client, self.out = sequence, client, Path(out_dir)
         self.progress, self.on_frame, self.cancel = progress, on_frame, cancel
         self.rng = random.Random(seed)
@@ -226,6 +284,12 @@ class SequenceRunner:
         self.dithers: list[tuple[int, float, float]] = []   # (frame number, dx, dy) [px]
         self.reconnects = 0
         self.target: tuple[float, float] | None = None      # J2000 degrees
+        self.night = Night(self, clock)
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the lights stopped before the end (altitude, wait timeout), else None."""
+        return self.night.stopped
 
     # -- progress file -----------------------------------------------------------------
     @property
@@ -276,15 +340,19 @@ class SequenceRunner:
         return found
 
     def setup(self) -> None:
-        """Connect the devices and bring the mount to the target (also after a fault)."""
+        """Connect the devices, unpark, cool (also after a fault). The slew to the
+        target comes before the first light (after waiting for it to rise)."""
         self.eq.connect()
         s = self.seq.settings
-        if self.eq.mount is not None and self.target is not None and s.slew:
-            self.slew_to_target()
+        self.night.on_target = False
+        self.night.attach_site()
+        lights = any(ln.type == "light" for ln in self.seq.lines)
+        if self.eq.mount is not None and self.target is not None and s.slew and lights:
+            self.eq.mount.unpark()
         if s.temperature is not None and self.eq.camera.has("CCD_TEMPERATURE"):
             self.eq.camera.cool(s.temperature, wait=True)
 
-    def slew_to_target(self) -> None:
+    def slew_to_target(self, *, centre: bool | None = None) -> None:
         from .coords import j2000_to_jnow
 
         ra_h, dec = j2000_to_jnow(*self.target)
@@ -294,7 +362,7 @@ class SequenceRunner:
         m.track(True)
         time.sleep(self.seq.settings.settle)
         self.log(f"slewed to {self.seq.settings.object} (RA {ra_h:.4f} h, Dec {dec:+.3f})")
-        if self.seq.settings.centre:
+        if self.seq.settings.centre if centre is None else centre:
             from .centre import centre_on
 
             res = centre_on(self.eq, *self.target, exposure=self.seq.settings.centre_exposure,
@@ -305,7 +373,7 @@ class SequenceRunner:
         self.reconnects += 1
         self.log(f"connection lost ({exc}); reconnecting")
         self.client.reconnect(timeout=self.seq.settings.reconnect_timeout)
-        self.setup()
+        self.setup()            # the next light slews back, re-centres, restarts guiding
         self.lights_since_dither = 0
 
     # -- frames ---------------------------------------------------------------------------
@@ -331,16 +399,23 @@ class SequenceRunner:
         if self.target is not None and ln.type == "light":
             ra, dec = self.target
         focus = self.eq.focuser.position() if self.eq.focuser is not None else None
+        extra = {}
+        rms = self.night.guide_rms(seconds) if ln.type == "light" else None
+        if rms is not None:
+            extra["GUIDERMS"] = (round(rms, 3), "[guide camera px] RMS guide error, exposure")
         return frame_header(frame, kind=ln.type, exposure=seconds, object=self.seq.settings.object,
                             filter=filt, gain=cam.gain(), offset=cam.offset(),
                             temperature=cam.temperature(), binning=ln.binning, ra_deg=ra,
                             dec_deg=dec, focus=focus,
                             telescope=self.eq.mount.name if self.eq.mount else None,
-                            camera=cam.name)
+                            camera=cam.name, extra=extra)
 
     def dither(self) -> tuple[float, float]:
-        """Random offset of ``dither_pixels`` through guide pulses; returns (dx, dy) asked."""
+        """Random offset of ``dither_pixels`` through the guider when guiding (settled),
+        else through plain guide pulses; returns (dx, dy) asked [px]."""
         s = self.seq.settings
+        if self.night.guide is not None and self.night.guide.running:
+            return self.night.dither()
         angle = self.rng.uniform(0, 2 * math.pi)
         amp = s.dither_pixels * self.rng.uniform(0.7, 1.0)
         dx, dy = amp * math.cos(angle), amp * math.sin(angle)
@@ -430,6 +505,8 @@ class SequenceRunner:
                 key = f"{li}:{i}"
                 if self._is_done(key):
                     continue
+                if ln.type == "light" and not self.night.before_light(seconds):
+                    return         # state saved: the rest of the line waits for a later run
                 if (ln.type == "light" and self.seq.settings.dither_every
                         and self.lights_since_dither >= self.seq.settings.dither_every):
                     dx, dy = self.dither()
@@ -450,6 +527,7 @@ class SequenceRunner:
                 path = write_frame(frame, header, self.out / name, overwrite=True)
                 if ln.type == "light":
                     self.lights_since_dither += 1
+                    self.night.after_light(name, frame)
                 done = len(self.done_frames())
                 self.log(f"{name} ({ln.type} {seconds:g} s)")
                 report(self.progress, done, total, f"{done}/{total} {name}", self.cancel)
@@ -468,6 +546,7 @@ class SequenceRunner:
 
     def _finish(self) -> None:
         s = self.seq.settings
+        self.night.stop_guiding()
         if s.warm_at_end and self.eq.camera is not None:
             self.eq.camera.warm()
         if s.park_at_end and self.eq.mount is not None:
