@@ -146,11 +146,14 @@ def test_focus_and_guiding_dock_on_the_simulators(equipment, qtbot):
         fwhm.append(client.number("Focuser Simulator", "FWHM")["SIM_FWHM"])
     k2, k1, _ = np.polyfit(xs, fwhm, 2)
     truth = -k1 / (2 * k2)
-    # the Pleiades (bright stars), from the Equipment dock's mount controls
-    eq_dock.ra_spin.setValue(56.75)
-    eq_dock.dec_spin.setValue(24.12)
+    # the Pleiades (bright stars), by name from the Equipment dock's mount controls
+    eq_dock.target_edit.textEdited.emit("pleia")              # typed: the completer offers
+    assert "Pleiades" in eq_dock._completer_model.stringList()
+    assert eq_dock.look_up("Pleiades") is not None
+    assert (eq_dock.ra_spin.value(), eq_dock.dec_spin.value()) == pytest.approx((56.87, 24.11),
+                                                                               abs=0.01)
     eq_dock.slew().join(120)
-    qtbot.waitUntil(lambda: eq_dock.mount_state.get("tracking"), timeout=10000)
+    qtbot.waitUntil(lambda: eq_dock.mount_state.get("tracking") is True, timeout=10000)
     assert "tracking" in eq_dock.mount_status.text()
     eq.camera.set_roi(320, 256, 640, 512)                    # half the sensor: faster frames
 

@@ -10,6 +10,10 @@ data the widget works on -- the Seestar M94 frames of ``../shared/data`` where p
 is opened as its debayered preview), and the simulated colour stack for the
 post-processing widgets -- the widget is docked, and the whole window is saved as
 ``<out>/<widget>.png``. Widgets whose module does not exist yet are listed and skipped.
+
+The capture docks are shot live on INDI's simulators (when installed): Equipment
+connected with a frame from the camera at the Pleiades, Focus and guiding after an
+autofocus run and a few guide frames (``--no-run``: docked empty).
 """
 
 from __future__ import annotations
@@ -74,6 +78,68 @@ def _wait(app, done, timeout_s: float) -> None:
         time.sleep(0.05)
 
 
+CAPTURE = ("Equipment", "Focus and guiding", "Capture sequence", "Live stack")
+
+
+def _capture_live(name, widget, viewer, app, state) -> None:
+    """Connect the capture docks to a simulator rig (started once) and fill them."""
+    import contextlib
+
+    from napari_astro.capture.testing import simulator_rig, simulators_missing
+
+    if simulators_missing() is not None:
+        print(f"{name}: docked empty ({simulators_missing()})")
+        return
+    from napari_astro.widgets.capture import SESSION, EquipmentWidget
+
+    if "rig" not in state:
+        stack = state["stack"] = contextlib.ExitStack()
+        server, client = state["rig"] = stack.enter_context(simulator_rig())
+        SESSION.client = client
+        eq = EquipmentWidget(viewer)
+        eq.server_edit.setText(f"localhost:{server.port}")
+        eq.connect_equipment()
+        eq.look_up("Pleiades")
+        eq.slew().join(300)
+        state["equipment_dock"] = eq
+    eq = state["equipment_dock"]
+    if name == "Equipment":
+        widget.server_edit.setText(eq.server_edit.text())
+        widget.connect_equipment()
+        widget.target_edit.setText("Pleiades")
+        widget.look_up()
+        widget.exposure.setValue(1.0)
+        widget.expose()
+        _wait(app, lambda: widget.frames_shown >= 1 and bool(widget.mount_state), 120)
+        widget._polling.clear()
+    elif name == "Focus and guiding":
+        SESSION.equipment.camera.set_roi(320, 256, 640, 512)
+        widget.step.setValue(4000)
+        widget.points.setValue(7)
+        widget.focus_exposure.setValue(0.5)
+        widget.run_autofocus()
+        _wait(app, lambda: widget.result is not None, 300)
+        SESSION.equipment.camera.full_frame()
+        widget.guide_exposure.setValue(0.5)
+        widget.start_guiding()
+        _wait(app, lambda: len(widget._ra) >= 12, 300)
+        widget.stop_guiding()
+    elif name == "Capture sequence":
+        widget.out_edit.setText("~/napari-astro-capture/M45")
+    elif name == "Live stack":
+        import shutil
+        import tempfile
+
+        frames = sorted((SHARED / "seestar_m94" / "session1").glob("*.fit*"))[:4]
+        if frames:
+            folder = Path(state["stack"].enter_context(tempfile.TemporaryDirectory()))
+            for f in frames:
+                shutil.copy(f, folder / f.name)
+            widget.start(folder, poll=0.2)
+            _wait(app, lambda: widget.table.rowCount() >= len(frames), 300)
+            widget.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "widgets")
@@ -102,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.reset_view()
     seestar_layer = viewer.layers[-1].name if seestar else None
     made, skipped = [], []
+    live: dict = {}
     for name, python_name in _widgets():
         if args.only and name not in args.only:
             continue
@@ -160,6 +227,16 @@ def main(argv: list[str] | None = None) -> int:
             for layer in viewer.layers:
                 layer.visible = layer.name in ("registered", "stars (reference)")
             viewer.reset_view()
+        if args.run and name in CAPTURE:
+            try:
+                _capture_live(name, widget, viewer, app, live)
+            except Exception as exc:  # noqa: BLE001 - a screenshot, not a test
+                print(f"{name}: not filled ({type(exc).__name__}: {exc})")
+            shown = next((n for n in ("Live stack", "Camera frame") if n in viewer.layers
+                          and (n != "Live stack" or name == "Live stack")), "simulated stack")
+            for layer in viewer.layers:
+                layer.visible = layer.name == shown
+            viewer.reset_view()
         box = getattr(widget, "preview_box", None)
         if args.run and box is not None and box.isVisible():
             box.setChecked(True)  # the live preview on the part in view
@@ -177,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
         print("wrote", p.relative_to(ROOT) if p.is_relative_to(ROOT) else p)
     for name, why in skipped:
         print(f"skipped {name}: {why}")
+    if "stack" in live:
+        from napari_astro.widgets.capture import SESSION
+
+        live["equipment_dock"]._polling.clear()
+        SESSION.server = SESSION.client = SESSION.equipment = None
+        live["stack"].close()
     viewer.close()
     return 0
 

@@ -199,7 +199,7 @@ class XYPlot(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         fg = self.palette().windowText().color()
-        left, right, top, bottom = 52, 10, 8, 34
+        left, right, top, bottom = 52, 10, 22, 34
         w, h = self.width() - left - right, self.height() - top - bottom
         x0, x1, y0, y1 = self._ranges()
 
@@ -214,23 +214,27 @@ class XYPlot(QWidget):
         right_align = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         for v in (y0, (y0 + y1) / 2, y1):
             pt = xy(x0, v)
-            p.drawText(QRectF(0, pt.y() - 8, left - 4, 16), right_align, _fmt(v))
+            y = min(max(pt.y() - 8, top - 3), top + h - 13)   # clear of the header strip
+            p.drawText(QRectF(0, y, left - 4, 16), right_align, _fmt(v))
         for v, align in ((x0, Qt.AlignmentFlag.AlignLeft), (x1, Qt.AlignmentFlag.AlignRight)):
             pt = xy(v, y0)
             p.drawText(QRectF(pt.x() - (0 if align == Qt.AlignmentFlag.AlignLeft else 80),
                               top + h + 2, 80, 14), int(align), _fmt(v))
         centre = int(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
         p.drawText(QRectF(left, top + h + 16, w, 16), centre, self.xlabel)
-        p.drawText(QRectF(left + 4, top + 2, w - 8, 16),
-                   int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), self.ylabel)
-        # legend, top right
-        ly = top + 2
-        for name, s in list(self.series.items()) + [(n, None) for n in self.markers]:
-            color = QColor(s["color"]) if s else QColor("#ff6666")
-            p.setPen(color)
-            p.drawText(QRectF(left, ly, w - 6, 16),
-                       int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop), name)
-            ly += 15
+        # the header strip above the data: y label on the left, the legend on the right
+        p.drawText(QRectF(4, 2, w, 16), int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop),
+                   self.ylabel)
+        xr = left + w
+        entries = [(n, s["color"]) for n, s in self.series.items()]
+        entries += [(n, "#ff6666") for n in self.markers]
+        metrics = p.fontMetrics()
+        for name, color in reversed(entries):
+            tw = metrics.horizontalAdvance(name)
+            p.setPen(QColor(color))
+            p.drawText(QRectF(xr - tw, 2, tw + 2, 16),
+                       int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), name)
+            xr -= tw + 12
         if not self.series:
             p.setPen(fg)
             p.drawText(QRectF(left, top, w, h), int(Qt.AlignmentFlag.AlignCenter), "no data yet")

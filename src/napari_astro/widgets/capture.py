@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 from qtpy.QtCore import QObject, QStringListModel, Qt, Signal
-from qtpy.QtWidgets import (QCheckBox, QCompleter, QDoubleSpinBox, QFileDialog, QFormLayout,
-                            QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+from qtpy.QtWidgets import (QAbstractSpinBox, QCheckBox, QCompleter, QDoubleSpinBox,
+                            QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ._layers import display_settings
@@ -51,24 +51,36 @@ SESSION = _Session()
 
 
 def show_frame(viewer: Any, data: np.ndarray, name: str, *, metadata: dict | None = None):
-    """Put ``data`` in the image layer ``name``, in place when it exists (GUI thread)."""
+    """Put ``data`` in the image layer ``name``, in place when it exists (GUI thread).
+
+    Mono frames show their linear data auto-stretched; colour ``(3, H, W)`` frames
+    show the house's unlinked display (one auto-STF per channel, so an uncalibrated
+    colour cast does not paint the picture green), the linear data kept in
+    ``metadata["astro"]["linear"]`` where steps and writers read them.
+    """
+    from ._layers import ASTRO_KEY, colour_display
+
     data = np.asarray(data)
     rgb = data.ndim == 3 and data.shape[0] == 3
+    meta = dict(metadata or {})
     if rgb:
-        data = np.moveaxis(data, 0, -1)
-    shown = np.nan_to_num(data.astype(np.float32, copy=False))
-    settings = display_settings(shown, rgb=rgb)
+        linear = np.nan_to_num(np.moveaxis(data.astype(np.float32, copy=False), 0, -1))
+        shown, info = colour_display(data)
+        settings = {"contrast_limits": (0.0, 1.0), "gamma": 1.0}
+        meta[ASTRO_KEY] = {"linear": linear, "display": info, "kind": "image"}
+    else:
+        shown = np.nan_to_num(data.astype(np.float32, copy=False))
+        settings = display_settings(shown)
     if name in viewer.layers:
         layer = viewer.layers[name]
-        if layer.data.shape == shown.shape:
+        if layer.data.shape == shown.shape and bool(layer.rgb) == rgb:
             layer.data = shown
             layer.contrast_limits = settings["contrast_limits"]
             layer.gamma = settings["gamma"]
-            if metadata:
-                layer.metadata.update(metadata)
+            layer.metadata.update(meta)
             return layer
         viewer.layers.remove(layer)
-    return viewer.add_image(shown, name=name, rgb=rgb, metadata=dict(metadata or {}), **settings)
+    return viewer.add_image(shown, name=name, rgb=rgb, metadata=meta, **settings)
 
 
 class _Bridge(QObject):
@@ -222,7 +234,8 @@ class EquipmentWidget(QWidget):
         self.dec_spin = _spin(-90.0, 90.0, 0.0, suffix=" deg", decimals=4,
                               tip="target declination, J2000 degrees")
         form.addRow("Target", self.target_edit)
-        form.addRow("RA / Dec", _row(self.ra_spin, self.dec_spin))
+        form.addRow("RA", self.ra_spin)
+        form.addRow("Dec", self.dec_spin)
         self.slew_btn = QPushButton("Slew")
         self.slew_btn.setToolTip("slew to RA/Dec and track there")
         self.centre_btn = QPushButton("Slew + centre")
@@ -234,6 +247,7 @@ class EquipmentWidget(QWidget):
         form.addRow(_row(self.slew_btn, self.centre_btn))
         form.addRow(_row(self.park_btn, self.unpark_btn, self.tracking_box))
         self.mount_status = QLabel("mount: -")
+        self.mount_status.setWordWrap(True)
         self.mount_status.setToolTip("the mount's position (JNow) and state, updated every second")
         self.slew_btn.clicked.connect(lambda: self.slew())
         self.centre_btn.clicked.connect(lambda: self.slew(centre=True))
@@ -458,8 +472,12 @@ class _LinesTable(QTableWidget):
                      decimals=0, tip="sensor gain, in the camera's units (leave: as it is set)")
         gain.setSpecialValueText("leave")
         for c, w in enumerate((kind, count, exposure, filt, binning, gain)):
+            if hasattr(w, "setButtonSymbols"):   # narrow cells: every column on screen
+                w.setButtonSymbols(QAbstractSpinBox.ButtonSymbols.NoButtons)
             self.setCellWidget(r, c, w)
         self.resizeColumnsToContents()
+        self.setMinimumWidth(self.verticalHeader().width() + 4 + sum(
+            self.columnWidth(c) for c in range(self.columnCount())))
 
     def remove_selected(self) -> None:
         rows = sorted({i.row() for i in self.selectedIndexes()} or {self.rowCount() - 1},
@@ -514,7 +532,7 @@ class SequenceWidget(QWidget):
         start = SequenceParams(object="M45", ra=56.75, dec=24.12)
         self.form = ParamsForm(SequenceParams, exclude=rest, initial=start)
         self.more = ParamsForm(SequenceParams, exclude=_SEQ_MAIN, initial=start)
-        more = _Collapsible(f"More settings ({len(rest)})", self.more.native)
+        more = _Collapsible(f"More settings ({len(self.more.fields)})", self.more.native)
         self.table = _LinesTable()
         self.table.set_lines([LineParams(type="light", exposure=1.0, count=4),
                               LineParams(type="dark", exposure=1.0, count=2),
@@ -656,6 +674,8 @@ class LiveStackWidget(QWidget):
 
     LAYER = "Live stack"
     COLUMNS = ("name", "accepted", "reason", "n_stars", "fwhm", "roundness", "dx", "dy", "seconds")
+    HEADERS = {"n_stars": "stars", "fwhm": "FWHM [px]", "dx": "dx [px]", "dy": "dy [px]",
+               "seconds": "time [s]"}
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -669,7 +689,7 @@ class LiveStackWidget(QWidget):
         self.start_btn, self.stop_btn = QPushButton("Start"), QPushButton("Stop")
         self.save_btn = QPushButton("Save stack...")
         self.table = QTableWidget(0, len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels([self.HEADERS.get(c, c) for c in self.COLUMNS])
         self.status = QLabel("")
         self.run_button, self.cancel_button = self.start_btn, self.stop_btn
         self.progress_bar = QProgressBar()
@@ -728,6 +748,8 @@ class LiveStackWidget(QWidget):
             v = row.get(key)
             text = f"{v:.2f}" if isinstance(v, float) else str(v)
             self.table.setItem(r, c, QTableWidgetItem(text))
+        self.table.resizeColumnsToContents()
+        self.table.setColumnWidth(0, min(self.table.columnWidth(0), 160))   # long file names
         self.status.setText(f"{self.stack.n_accepted} of {len(self.stack.frames)} frames stacked")
 
     def _save_dialog(self) -> None:

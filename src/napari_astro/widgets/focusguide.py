@@ -10,12 +10,10 @@ in plain threads; every result reaches the GUI through a Qt signal of the dock's
 from __future__ import annotations
 
 import math
-import random
 import threading
 import time
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QProgressBar,
                             QPushButton, QSpinBox, QWidget)
 
@@ -29,95 +27,10 @@ __all__ = ["FocusGuideWidget"]
 GUIDE_DEVICE, GUIDE_HEAD = "guide camera", "main camera's guide head"
 
 
-def _guide_head(camera):
-    """The guide head of ``camera`` as a Camera of its own (``GUIDER_*`` properties)."""
-    try:
-        from ..capture.devices import GuideHead
-    except ImportError:   # devices.py before its GuideHead: same properties, shared BLOBs
-        from ..capture.devices import Camera
-
-        head = Camera(camera.client, camera.name)
-        head.ccd = "GUIDER"
-        return head
-    return GuideHead(camera.client, camera.name)
-
-
 def _hyperbola(fit, x: float) -> float:
     # the model of capture.focus.fit_hyperbola, evaluated only to draw it
     a, b, c = fit
     return a * math.sqrt(1.0 + ((x - c) / b) ** 2)
-
-
-class _ThreadLoop:
-    """Guide frames in a thread with :class:`~.capture.guide.Guider`, the interface of
-    ``capture.guide.GuideLoop`` (used only while that is not available)."""
-
-    def __init__(self, guider, *, log=None, on_step=None) -> None:
-        self.guider, self.log = guider, log or (lambda m: None)
-        self.on_step = on_step or (lambda ra, dec, rms: None)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()       # one guide frame at a time (steps, dithers)
-        self.thread: threading.Thread | None = None
-
-    @property
-    def stats(self):
-        return self.guider.stats
-
-    @property
-    def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def rms(self, last: int = 20) -> float:
-        from ..capture.guide import GuideStats
-
-        s = self.guider.stats
-        return GuideStats(s.ra[-last:], s.dec[-last:]).rms
-
-    def start(self, calibrate: bool = True, timeout: float = 120.0) -> None:
-        if calibrate:
-            self.guider.select_star()
-            self.guider.calibrate()
-        self._stop.clear()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self._lock:
-                    ra, dec = self.guider.step()
-            except Exception as exc:  # noqa: BLE001 - shown to the user
-                self.log(f"guiding stopped: {exc}")
-                return
-            self.on_step(ra, dec, self.rms())
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=self.guider.exposure + 30)
-
-    def dither(self, pixels: float, settle_px: float = 1.0, settle_time: float = 2.0,
-               timeout: float = 60.0) -> None:
-        angle = random.uniform(0, 2 * math.pi)
-        with self._lock:
-            self.guider.lock = self.guider.lock + pixels * np.array([math.cos(angle),
-                                                                     math.sin(angle)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.running:
-            s = self.guider.stats
-            if s.ra and math.hypot(s.ra[-1], s.dec[-1]) <= settle_px:
-                time.sleep(settle_time)
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"guiding did not settle within {timeout:.0f} s")
-
-
-def _guide_loop(guider, **kw):
-    try:
-        from ..capture.guide import GuideLoop
-    except ImportError:
-        return _ThreadLoop(guider, **kw)
-    return GuideLoop(guider, **kw)
 
 
 class FocusGuideWidget(QWidget):
@@ -155,6 +68,7 @@ class FocusGuideWidget(QWidget):
                                    "and the best focus chosen (dashed)")
         form.addRow(self.focus_plot)
         self.focus_label = QLabel("best focus: -")
+        self.focus_label.setWordWrap(True)
         form.addRow(self.focus_label)
 
         guide = QGroupBox("Guiding")
@@ -180,6 +94,7 @@ class FocusGuideWidget(QWidget):
         self.guide_plot.setToolTip("the guide star's error along RA and Dec, each guide frame")
         gform.addRow(self.guide_plot)
         self.rms_label = QLabel("RMS: -")
+        self.rms_label.setWordWrap(True)
         self.rms_label.setToolTip("RMS of the total error over the last 20 guide frames")
         gform.addRow(self.rms_label)
 
@@ -268,12 +183,14 @@ class FocusGuideWidget(QWidget):
     def _guide_camera(self):
         eq = SESSION.equipment
         if self.guide_camera.currentText() == GUIDE_HEAD:
-            return _guide_head(eq.camera) if eq.camera is not None else None
+            from ..capture.devices import GuideHead
+
+            return GuideHead(eq.camera.client, eq.camera.name) if eq.camera is not None else None
         return eq.guider
 
     def start_guiding(self) -> threading.Thread | None:
         """Select a star, calibrate and guide (in threads) until :meth:`stop_guiding`."""
-        from ..capture.guide import Guider
+        from ..capture.guide import GuideLoop, Guider
 
         eq = SESSION.equipment
         if eq is None:
@@ -289,7 +206,7 @@ class FocusGuideWidget(QWidget):
         guider = Guider(cam, port, exposure=self.guide_exposure.value(),
                         aggressiveness=self.aggressiveness.value(),
                         min_move=self.min_move.value(), log=self.bridge.message.emit)
-        self.loop = _guide_loop(guider, log=self.bridge.message.emit,
+        self.loop = GuideLoop(guider, log=self.bridge.message.emit,
                                 on_step=lambda ra, dec, rms: self.bridge.point.emit((ra, dec, rms)))
         self._times, self._ra, self._dec = [], [], []
         self.guide_plot.clear()
