@@ -56,10 +56,12 @@ def test_guider_calibrates_holds_the_star_and_settles_after_a_dither():
         assert after.rms <= 1.0
 
 
-#: periodic error of the CCD simulator for the guide-head test: 25" amplitude over a
-#: 2-minute worm period (a cheap mount's is +-10..30" over 4..10 min; shortened so the
-#: test sees it move), on a 500x290 guide chip of 2.2 x 2.9 "/px (900 mm)
-PE = {"SIM_PEPERIOD": 120.0, "SIM_PEMAX": 25.0, "SIM_POLAR": 1.0, "SIM_POLARDRIFT": 1.0}
+#: periodic error of the CCD simulator for the guide-head test: +-12" over a 60 s
+#: period (the driver's longest; a cheap mount's worm gives +-10..30" over 4..10 min,
+#: so this is 4-10x faster: up to 1.3"/s, 0.45 px/s on the guide chip of 2.2 x 2.9 "/px
+#: at 900 mm). Polar error and drift are on too, but in indi 1.9.9 they only shift the
+#: field by a constant (measured: no motion over 8 s at SIM_POLAR = SIM_POLARDRIFT = 5).
+PE = {"SIM_PEPERIOD": 60.0, "SIM_PEMAX": 12.0, "SIM_POLAR": 1.0, "SIM_POLARDRIFT": 1.0}
 #: an isolated V 7.4 star of the shipped catalogue (J2000 degrees), near the Pleiades
 STAR = (55.566, 22.786)
 
@@ -80,39 +82,51 @@ def test_guide_loop_on_the_ccd_simulators_guide_head_with_periodic_error():
         client.set_number("CCD Simulator", "SIMULATOR_SETTINGS", PE, wait=10)
         eq.mount.goto(*j2000_to_jnow(*STAR))
         eq.mount.track(True)
-        g = Guider(eq.guider, eq.mount, exposure=0.5, calibration_ms=2500)
+        t00 = time.monotonic()
+        log = lambda m: print(f"{time.monotonic() - t00:6.1f} s  {m}")  # noqa: E731 - shown with -s
+        g = Guider(eq.guider, eq.mount, exposure=0.25, calibration_ms=1500, log=log)
 
-        # unguided: the star wanders with the periodic error
+        # unguided: the star wanders with the periodic error (its phase is set by the
+        # driver's start: near a turning point it takes longer to show)
         start = g.select_star().copy()
-        free = [np.hypot(*(g.measure() - start)) for _ in range(8)]
+        free = []
+        while len(free) < 25 and (len(free) < 6 or max(free) < 2.5):
+            free.append(float(np.hypot(*(g.measure() - start))))
         free_rms = float(np.sqrt(np.mean(np.square(free))))
-        assert max(free) >= 2.0, free
+        assert max(free) >= 2.5, free
 
         steps = []
-        loop = GuideLoop(g, on_step=lambda ra, dec, rms: steps.append((ra, dec, rms,
-                                                                      threading.current_thread())))
+
+        def on_step(ra, dec, rms):
+            steps.append((ra, dec, rms, threading.current_thread()))
+            log(f"RA {ra:+.2f} Dec {dec:+.2f} px, RMS {rms:.2f}")
+
+        loop = GuideLoop(g, on_step=on_step)
         with pytest.raises(GuideError, match="not guiding"):
             loop.dither(3.0)
         loop.start(calibrate=True)
         try:
             assert loop.running
-            # W and N pulses of 2.5 s at 0.5x sidereal: ~8 px, nearly perpendicular
+            # W and N pulses of 1.5 s at 0.5x sidereal (11"): ~4-5 px, nearly perpendicular
             ra_vec, dec_vec = g.ra_vec, g.dec_vec
-            assert all(4 < np.hypot(*v) * 2500 < 14 for v in (ra_vec, dec_vec)), (ra_vec, dec_vec)
+            assert all(2.5 < np.hypot(*v) * 1500 < 8 for v in (ra_vec, dec_vec)), (ra_vec, dec_vec)
             assert abs(np.dot(ra_vec, dec_vec)) / (np.hypot(*ra_vec) * np.hypot(*dec_vec)) < 0.3
             deadline = time.monotonic() + 40
-            while len(loop.stats.ra) < 14 and time.monotonic() < deadline:
+            while len(loop.stats.ra) < 12 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            guided = loop.stats.last(12)
-            assert len(guided.ra) == 12
+            guided = loop.stats.last(10)
+            assert len(guided.ra) == 10
             assert guided.rms <= 1.0, (guided.ra, guided.dec)
-            assert free_rms > 2 * guided.rms, (free, guided.ra, guided.dec)
+            # unguided the star went 2.5 px and more away; guided it stays closer
+            guided_max = float(np.max(np.hypot(guided.ra, guided.dec)))
+            assert guided_max < max(free) - 1.0, (free, guided.ra, guided.dec)
             # on_step ran in the loop thread with the frames' errors
             assert steps and steps[0][3] is not threading.current_thread()
             n = len(steps)
             assert [s[:2] for s in steps[:n]] == list(zip(loop.stats.ra, loop.stats.dec))[:n]
-            print(f"\nPE {PE}: unguided RMS {free_rms:.2f} px (max {max(free):.2f}), "
-                  f"guided RMS {guided.rms:.2f} px (RA {guided.rms_ra:.2f}, Dec {guided.rms_dec:.2f})")
+            print(f"\nPE {PE}: unguided RMS {free_rms:.2f} px over {len(free)} frames (max "
+                  f"{max(free):.2f}), guided RMS {guided.rms:.2f} px (RA {guided.rms_ra:.2f}, "
+                  f"Dec {guided.rms_dec:.2f}, max {guided_max:.2f})")
 
             # dither: the lock moves 3 px, the star follows and settles there
             lock0 = g.lock.copy()
@@ -127,7 +141,7 @@ def test_guide_loop_on_the_ccd_simulators_guide_head_with_periodic_error():
             # paused: no frames; resumed: the star found again at its lock
             loop.pause()
             n = len(loop.stats.ra)
-            time.sleep(1.5)
+            time.sleep(1.0)
             assert len(loop.stats.ra) == n and loop.running
             lock1 = g.lock.copy()
             loop.resume()

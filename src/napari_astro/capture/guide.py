@@ -7,7 +7,9 @@ cancels). A guide step measures the star
 (intensity-weighted centroid in a box around its last position), splits its offset
 from the lock position onto the two vectors, and sends
 ``-aggressiveness * offset`` as pulses, skipping moves under ``min_move`` pixels;
-``hysteresis`` blends in the previous correction (as PHD2's hysteresis algorithm).
+``hysteresis`` blends in the previous correction (as PHD2's hysteresis algorithm);
+``integral`` adds a fraction of the summed past errors, which learns a steady drift
+(periodic error, polar misalignment) so the star is not always one frame behind.
 
 :class:`GuideLoop` runs a :class:`Guider` in a daemon thread for the sequence runner
 and the docks: start (star selection, calibration), pause/resume around slews and
@@ -62,9 +64,12 @@ class Guider:
 
     def __init__(self, camera, port, *, exposure: float = 1.0, aggressiveness: float = 0.8,
                  min_move: float = 0.1, hysteresis: float = 0.1, calibration_ms: float = 1000.0,
-                 box: int = 24, log: Callable[[str], None] | None = None) -> None:
+                 box: int = 24, integral: float = 0.15,
+                 log: Callable[[str], None] | None = None) -> None:
         self.camera, self.port = camera, port
         self.exposure, self.aggressiveness = exposure, aggressiveness
+        self.integral = integral
+        self._sum = np.zeros(2)                   # integrated error [ms of pulse]
         self.min_move, self.hysteresis, self.calibration_ms = min_move, hysteresis, calibration_ms
         self.box = box
         self.log = log or (lambda m: None)
@@ -218,6 +223,12 @@ class Guider:
         self.stats.dec.append(float(dec_px))
         corr = -self.aggressiveness * ((1 - self.hysteresis) * ms + self.hysteresis * self._last)
         self._last = corr / -max(self.aggressiveness, 1e-9)
+        # integral term: a steady drift (periodic error between its turning points,
+        # polar misalignment) is learnt and corrected ahead; errors over 2 px (a dither,
+        # a gust) are left out of it (no wind-up)
+        small = np.abs([ra_px, dec_px]) <= 2.0
+        self._sum = self._sum + np.where(small, ms, 0.0)
+        corr = corr - self.integral * self._sum
         for value, (pos_dir, neg_dir), vec in ((corr[0], ("W", "E"), self.ra_vec),
                                                (corr[1], ("N", "S"), self.dec_vec)):
             if abs(value) * np.hypot(*vec) < self.min_move:
@@ -357,7 +368,8 @@ class GuideLoop:
                 self.guider.reacquire()
             except Exception as exc:  # noqa: BLE001
                 raise GuideError(f"guiding could not resume: {exc}") from exc
-            self.guider._last = np.zeros(2)   # noqa: SLF001 - no hysteresis across a pause
+            self.guider._last = np.zeros(2)   # noqa: SLF001 - no memory across a pause:
+            self.guider._sum = np.zeros(2)    # noqa: SLF001 - a slew changes the drift
             self._paused.clear()
 
     def flip(self) -> None:
@@ -371,6 +383,7 @@ class GuideLoop:
                 raise GuideError("flip: the guider is not calibrated")
             g.ra_vec, g.dec_vec = -np.asarray(g.ra_vec), -np.asarray(g.dec_vec)
             g._last = np.zeros(2)   # noqa: SLF001
+            g._sum = np.zeros(2)    # noqa: SLF001
             try:
                 g.select_star()
             except Exception as exc:  # noqa: BLE001
