@@ -1,7 +1,8 @@
 """Issue 13: where a small lights-only session's time goes (cProfile of ``stack``).
 
 ``napari-astro stack`` on the Seestar M94 session (16 raw lights of both sessions, the
-folder ``bench_stack.py --seestar`` makes) under cProfile with a **CPU-time** clock
+folder ``bench_stack.py --seestar`` makes; the first light named as the reference, as
+bench_stack.py does, so the one-pass flow runs) under cProfile with a **CPU-time** clock
 (``time.process_time``: all threads of the process, so a loaded machine's waiting is
 not counted) and under py-spy (every thread, when installed), warm numba cache (a first run compiles: see bench_first_run.py); also the
 start-up cost alone (``napari-astro --help``, measured). Writes
@@ -69,13 +70,18 @@ def _spy(exe: list, args: list, out: Path, top: int) -> list[str]:
                     *exe, *args], capture_output=True)
     if not raw.exists():
         return ["(py-spy could not sample here)"]
+    import re
+
     by: Counter = Counter()
+    incl: Counter = Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         frames = stack.split(";")
         ours = [f for f in frames if "napari_astro" in f]
         by[(ours[-1] if ours else frames[-1]).strip()] += int(n)
+        for f in {re.sub(r":\d+\)", ")", f.strip()) for f in ours}:
+            incl[f] += int(n)   # every function on the stack, lines merged
         total += int(n)
     rows = [f"py-spy, every thread ({total} samples at 50 Hz of a second run; a sample "
             "is counted at the deepest napari_astro frame, i.e. a numba kernel or a "
@@ -83,6 +89,11 @@ def _spy(exe: list, args: list, out: Path, top: int) -> list[str]:
             "| share of samples | where |", "|---|---|"]
     for k, v in by.most_common(top):
         rows.append(f"| {100 * v / total:.1f} % | `{k.replace(str(ROOT) + os.sep, '')}` |")
+    rows += ["", "The same samples by function, inclusive (a sample counts for every "
+             "napari_astro function on its stack):", "", "| share of samples | function |",
+             "|---|---|"]
+    for k, v in incl.most_common(top + 10):
+        rows.append(f"| {100 * v / total:.1f} % | `{k}` |")
     return rows
 
 
@@ -101,12 +112,17 @@ def main(argv=None) -> int:
     prof = work / "profile_seestar.prof"   # binary: kept out of results/
     common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     exe = common.napari_astro_cmd()
-    warm = measure(exe + ["stack", str(session / "lights"), "-o", str(work / "w.fits"), "-q"],
-                   log=work / "warm.log")   # warms the numba cache, and a timed run
+    # as bench_stack.py runs it: the first light named as the reference (one pass)
+    ref = ["--reference", str(common.reference_light(session))]
+    warm = measure(exe + ["stack", str(session / "lights"), "-o", str(work / "w.fits"), "-q",
+                          *ref], log=work / "warm.log")   # warms the numba cache, and a timed run
+    phases = [ln.split("time ", 1)[1] for ln in (work / "w.log").read_text().splitlines()
+              if "] time " in ln]
     cmd = [sys.executable, "-c", RUNNER, str(prof), "stack", str(session / "lights"), "-o",
-           str(work / "stack.fits"), "-q"]
+           str(work / "stack.fits"), "-q", *ref]
     m = measure(cmd, log=work / "profile.log")
     helpm = measure(exe + ["--help"], log=work / "help.log")
+    importm = measure([sys.executable, "-c", "import napari_astro.cli"], log=work / "imp.log")
     imp = subprocess.run([sys.executable, "-X", "importtime", "-c",
                           "import napari_astro.pipeline.stack, napari_astro.cli"],
                          capture_output=True, text=True)
@@ -130,8 +146,10 @@ def main(argv=None) -> int:
           "Python function that calls them).", "",
           f"- whole run: {warm.wall_s:.1f} s wall, {warm.cpu_s:.1f} s CPU unprofiled; "
           f"{m.wall_s:.1f} s wall, {m.cpu_s:.1f} s CPU profiled ({total:.1f} s CPU in the profile)",
+          "- phases of the unprofiled run (its log): " + "; ".join(phases),
           f"- start-up alone (`napari-astro --help`): {helpm.wall_s:.2f} s wall, "
-          f"{helpm.cpu_s:.2f} s CPU",
+          f"{helpm.cpu_s:.2f} s CPU; `python -c \"import napari_astro.cli\"`: "
+          f"{importm.wall_s:.2f} s wall, {importm.cpu_s:.2f} s CPU",
           "- slowest imports (`python -X importtime`, cumulative us, of `import "
           "napari_astro.pipeline.stack, napari_astro.cli`): "
           + ", ".join(f"`{n.strip()}` {us / 1e6:.2f} s" for us, n in imports[:6]), "",
@@ -141,8 +159,8 @@ def main(argv=None) -> int:
     md += _table(st, "cumulative", a.top, root)
     md += ["", "cProfile sees the main thread only: the frame threads' work shows there as "
            "`acquire` (waiting for them). All threads:", ""]
-    md += _spy(exe, ["stack", str(session / "lights"), "-o", str(work / "spy.fits"), "-q"],
-               work, a.top)
+    md += _spy(exe, ["stack", str(session / "lights"), "-o", str(work / "spy.fits"), "-q",
+                     *ref], work, a.top)
     md += ["", "Command: `" + " ".join(cmd[:2]) + " <RUNNER> " + " ".join(cmd[3:]) + "`", ""]
     text = "\n".join(md)
     (common.RESULTS_DIR / "profile_seestar.md").write_text(text)

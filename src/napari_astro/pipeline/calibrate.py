@@ -507,13 +507,15 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
         return results
     import collections
 
-    from .register import _pool, _threads
+    from .register import _pool
     try:
         with cf.ThreadPoolExecutor(_READ_THREADS) as readers, \
                 cf.ThreadPoolExecutor(1) as writer, cf.ThreadPoolExecutor(1) as measurer, \
-                (_pool() if sink is not None else contextlib.nullcontext()) as sinks:
+                (_pool(1) if sink is not None else contextlib.nullcontext()) as sinks:
             # Prefetch reads two ahead; calibration runs on this thread, measuring and
-            # writing (or the sink) on others, at most ``ahead`` frames behind.
+            # writing (or the sink: one frame thread, its kernels parallel; two had the
+            # same speed on 2 cores and 50 MB more memory) on others, at most two
+            # frames behind.
             futures = {}
 
             def submit(k: int) -> None:
@@ -524,7 +526,7 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
             submit(1)
             pending_writes = []
             in_flight: collections.deque = collections.deque()
-            ahead = _threads() + 1 if sink is not None else 2
+            ahead = 2
             for k, i in enumerate(order):
                 item = plan[i]
                 submit(k + 2)

@@ -54,9 +54,10 @@ def _threads() -> int:
 
 
 @contextlib.contextmanager
-def _pool():
-    """A thread pool of :func:`_threads` workers whose queued frames are dropped at
-    once when the caller stops (cancel, error), instead of being finished first."""
+def _pool(workers: Optional[int] = None):
+    """A thread pool of ``workers`` (default :func:`_threads`) frame threads whose
+    queued frames are dropped at once when the caller stops (cancel, error), instead
+    of being finished first."""
     import concurrent.futures as cf
 
     n = _threads()
@@ -65,9 +66,10 @@ def _pool():
 
         # numba's thread count is per thread: the frame threads get the caller's
         # (``--workers``), not the default of all cores
-        pool = cf.ThreadPoolExecutor(n, initializer=numba.set_num_threads, initargs=(n,))
+        pool = cf.ThreadPoolExecutor(workers or n, initializer=numba.set_num_threads,
+                                     initargs=(n,))
     except ImportError:  # pragma: no cover
-        pool = cf.ThreadPoolExecutor(n)
+        pool = cf.ThreadPoolExecutor(workers or n)
     try:
         yield pool
     except BaseException:
