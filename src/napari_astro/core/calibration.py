@@ -26,13 +26,13 @@ the header (``PEDESTAL``, same units) and in HISTORY.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .cosmetic import (COLD, HOT, BadPixelAccumulator, BadPixelMap, _planes, _step,
                        correct_bad_pixels, correct_bad_pixels_array, find_bad_pixels)
 from .errors import BadInputError
 from .image import AstroImage
-from .stats import mad_sigma
+from .stats import mad_sigma, run_in_threads
 from .stats import subsample as _subsample
 
 __all__ = [
@@ -50,11 +50,11 @@ SATURATED = 0.999
 
 
 # ----------------------------------------------------------------------------- kernels
-@njit(cache=True, parallel=True, nogil=True)
-def _calib_kernel(light, offset, use_offset, thermal, k, use_thermal, inv_flat, use_flat,
-                  pedestal, lo, hi, out):
+@njit(cache=True, nogil=True)
+def _calib_kernel_rows(light, offset, use_offset, thermal, k, use_thermal, inv_flat, use_flat,
+                       pedestal, lo, hi, out, i0, i1):
     h, w = light.shape
-    for y in prange(h):
+    for y in range(i0, i1):
         for x in range(w):
             v = light[y, x]
             if use_offset:
@@ -71,25 +71,42 @@ def _calib_kernel(light, offset, use_offset, thermal, k, use_thermal, inv_flat, 
             out[y, x] = v
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _sub_kernel(a, b, out):
+def _calib_kernel(light, offset, use_offset, thermal, k, use_thermal, inv_flat, use_flat,
+                  pedestal, lo, hi, out):
+    """:func:`_calib_kernel_rows` over all rows, in threads."""
+    run_in_threads(_calib_kernel_rows, light.shape[0], light, offset, use_offset,
+                   thermal, k, use_thermal, inv_flat, use_flat, pedestal, lo, hi, out)
+
+
+@njit(cache=True, nogil=True)
+def _sub_kernel_rows(a, b, out, i0, i1):
     h, w = a.shape
-    for y in prange(h):
+    for y in range(i0, i1):
         for x in range(w):
             out[y, x] = a[y, x] - b[y, x]
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _highpass_kernel(a, step, out):
+def _sub_kernel(a, b, out):
+    """:func:`_sub_kernel_rows` over all rows, in threads."""
+    run_in_threads(_sub_kernel_rows, a.shape[0], a, b, out)
+
+
+@njit(cache=True, nogil=True)
+def _highpass_kernel_rows(a, step, out, i0, i1):
     """a minus the mean of its 4 same-colour cardinal neighbours (0 at the border)."""
     h, w = a.shape
-    for y in prange(h):
+    for y in range(i0, i1):
         for x in range(w):
             if y < step or y >= h - step or x < step or x >= w - step:
                 out[y, x] = 0.0
             else:
                 out[y, x] = a[y, x] - np.float32(0.25) * (a[y - step, x] + a[y + step, x]
                                                           + a[y, x - step] + a[y, x + step])
+
+
+def _highpass_kernel(a, step, out):
+    """:func:`_highpass_kernel_rows` over all rows, in threads."""
+    run_in_threads(_highpass_kernel_rows, a.shape[0], a, step, out)
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -10,11 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .errors import BadInputError
 from .image import AstroImage
-from .stats import median_mad_sigma, subsample
+from .stats import median_mad_sigma, run_in_threads, subsample
 
 __all__ = ["BadPixelMap", "find_bad_pixels", "BadPixelAccumulator", "correct_bad_pixels",
            "correct_bad_pixels_array", "HOT", "COLD"]
@@ -70,12 +70,12 @@ def _median8_net(v0, v1, v2, v3, v4, v5, v6, v7):
     return np.float32(0.5) * (v3 + v4)
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _residual_kernel(a, step, out):
+@njit(cache=True, nogil=True)
+def _residual_kernel_rows(a, step, out, i0, i1):
     """out = a - median of the 8 same-colour neighbours at distance ``step``."""
     h, w = a.shape
     s = step
-    for y in prange(h):
+    for y in range(i0, i1):
         buf = np.empty(8, np.float32)
         interior_row = s <= y < h - s
         for x in range(w):
@@ -100,13 +100,16 @@ def _residual_kernel(a, step, out):
             out[y, x] = a[y, x] - _median_small(buf, n)
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _replace_kernel(a, rows, cols, bad, step):
-    """Replace listed pixels by the median of their good same-colour neighbours."""
+def _residual_kernel(a, step, out):
+    """:func:`_residual_kernel_rows` over all rows, in threads."""
+    run_in_threads(_residual_kernel_rows, a.shape[0], a, step, out)
+
+
+@njit(cache=True, nogil=True)
+def _replacement_rows(a, rows, cols, bad, step, vals, i0, i1):
+    """``vals[i]``: the median of the good same-colour neighbours of listed pixel i."""
     h, w = a.shape
-    n = rows.size
-    vals = np.empty(n, np.float32)
-    for i in prange(n):
+    for i in range(i0, i1):
         y = rows[i]
         x = cols[i]
         buf = np.empty(24, np.float32)
@@ -132,8 +135,14 @@ def _replace_kernel(a, rows, cols, bad, step):
                         buf[m] = a[yy, xx]
                         m += 1
         vals[i] = a[y, x] if m == 0 else _median_small(buf, m)
-    for i in prange(n):
-        a[rows[i], cols[i]] = vals[i]
+
+
+def _replace_kernel(a, rows, cols, bad, step):
+    """Replace listed pixels by the median of their good same-colour neighbours (all
+    medians from the uncorrected frame, in threads, then written)."""
+    vals = np.empty(rows.size, np.float32)
+    run_in_threads(_replacement_rows, rows.size, a, rows, cols, bad, step, vals)
+    a[rows, cols] = vals
 
 
 # ----------------------------------------------------------------------------- helpers

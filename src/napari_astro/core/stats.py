@@ -9,17 +9,74 @@ correction, star detection, integration and display stretching.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
 __all__ = ["MAD_SIGMA", "B3_LAYER1", "mad_sigma", "median_mad_sigma", "bwmv_sigma",
-           "location_scale", "b3_layer1", "wavelet_noise", "noise_estimate", "subsample"]
+           "location_scale", "b3_layer1", "wavelet_noise", "noise_estimate", "subsample",
+           "run_in_threads"]
 
 #: 1 / Phi^-1(3/4): the MAD of Gaussian samples times this is their sigma.
 MAD_SIGMA = 1.482602218505602
 #: Std of the first B3-spline a-trous layer of unit white noise (2-D).
 B3_LAYER1 = 0.889
+
+
+_POOL: "ThreadPoolExecutor | None" = None
+_POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
+
+
+def run_in_threads(kernel, n: int, *args, start: int = 0, threads: int | None = None,
+                   chunks_per_thread: int = 2) -> None:
+    """Run ``kernel(*args, i0, i1)`` over ``range(start, start + n)`` in contiguous
+    chunks, in threads.
+
+    The kernels' replacement for numba's ``parallel=True``/``prange``: a serial
+    ``nogil`` kernel over an index range, called from a small thread pool, does the
+    same work in parallel but compiles in a fraction of the time (a parfor is
+    compiled twice, once inside the gufunc, and loads the threading layer): part of
+    making the first run after an install not a compile run (issue 13). Chunks are
+    independent index ranges, so the results do not depend on the split.
+
+    Parameters
+    ----------
+    kernel : numba dispatcher
+        Releases the GIL (``nogil=True``); its last two arguments are ``i0, i1``.
+    n : int
+        Number of indices (rows, pixels, blocks); none runs nothing.
+    start : int
+        First index.
+    threads : int, optional
+        Default ``numba.get_num_threads()`` (``NUMBA_NUM_THREADS``, or what
+        ``numba.set_num_threads`` set in this thread).
+    chunks_per_thread : int
+        More chunks than threads balance rows of uneven cost.
+    """
+    global _POOL, _POOL_SIZE
+    if threads is None:
+        import numba
+
+        threads = numba.get_num_threads()
+    if n <= 0:
+        return
+    nchunk = min(n, max(1, threads) * chunks_per_thread) if threads > 1 else 1
+    if nchunk <= 1:
+        kernel(*args, start, start + n)
+        return
+    bounds = [start + n * i // nchunk for i in range(nchunk + 1)]
+    with _POOL_LOCK:
+        if _POOL is None or _POOL_SIZE < threads:
+            _POOL = ThreadPoolExecutor(max_workers=threads,
+                                       thread_name_prefix="napari-astro-kernel")
+            _POOL_SIZE = threads
+        pool = _POOL
+    futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(nchunk)]
+    for f in futures:
+        f.result()
 
 
 def subsample(a: np.ndarray, target: int = 250_000) -> np.ndarray:

@@ -4,7 +4,9 @@ v2.3 in row-block pipelines; helpers to shift data positive and find its minimum
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from ..stats import run_in_threads
 
 from .cfa import _mirror
 
@@ -42,14 +44,14 @@ def _bilinear_pixel(cfa, cf, out, y, x, h, w):
     out[2, y, x] = v0 if own == 2 else (s2 / n2 if n2 else v0)
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _bilinear_kernel(cfa, cf, out, border):
+@njit(cache=True, nogil=True)
+def _bilinear_kernel_rows(cfa, cf, out, border, i0, i1):
     # border > 0: only fill pixels within `border` of an edge (RCD's frame).
     # The interior uses the closed Bayer formulas (no mirroring, no colour tests per
     # neighbour): 25 ms instead of 75 ms on 2000x1500 with 2 threads.
     h, w = cfa.shape
     b = max(border, 1)
-    for y in prange(h):
+    for y in range(i0, i1):
         if y < b or y >= h - b:
             for x in range(w):
                 _bilinear_pixel(cfa, cf, out, y, x, h, w)
@@ -80,10 +82,15 @@ def _bilinear_kernel(cfa, cf, out, border):
                 out[2 - own, y, x] = diag
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _superpixel_kernel(cfa, cf, out):
+def _bilinear_kernel(cfa, cf, out, border):
+    """:func:`_bilinear_kernel_rows` over all rows, in threads."""
+    run_in_threads(_bilinear_kernel_rows, cfa.shape[0], cfa, cf, out, border)
+
+
+@njit(cache=True, nogil=True)
+def _superpixel_kernel_rows(cfa, cf, out, i0, i1):
     h2, w2 = out.shape[1], out.shape[2]
-    for i in prange(h2):
+    for i in range(i0, i1):
         for j in range(w2):
             g = np.float32(0.0)
             for dy in range(2):
@@ -95,6 +102,11 @@ def _superpixel_kernel(cfa, cf, out):
                     else:
                         out[c, i, j] = v
             out[1, i, j] = 0.5 * g
+
+
+def _superpixel_kernel(cfa, cf, out):
+    """:func:`_superpixel_kernel_rows` over all rows, in threads."""
+    run_in_threads(_superpixel_kernel_rows, out.shape[1], cfa, cf, out)
 
 
 _F025 = np.float32(0.25)
@@ -133,8 +145,8 @@ def _chunks(lo, hi, n):
     return b
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _rcd_green(cfa, cf, rgb, vh, nblk):
+@njit(cache=True, nogil=True)
+def _rcd_green_rows(cfa, cf, rgb, vh, nblk, i0, i1):
     """RCD steps 1-3: V/H discrimination (into ``vh``) and green at red/blue sites.
 
     Writes ``rgb[1]`` on rows 5..h-6, columns 5..w-6 (own green included) and ``vh``
@@ -146,7 +158,7 @@ def _rcd_green(cfa, cf, rgb, vh, nblk):
     eps = np.float32(1e-5)
     epssq = np.float32(1e-10)
     bnd = _chunks(5, h - 5, nblk)
-    for k in prange(nblk):
+    for k in range(i0, i1):
         g0 = bnd[k]
         g1 = bnd[k + 1]
         av = np.zeros((_RING, w), np.float32)
@@ -181,7 +193,10 @@ def _rcd_green(cfa, cf, rgb, vh, nblk):
                     hh = max(epssq, ah[r0, x - 1] + ah[r0, x] + ah[r0, x + 1])
                     vr[r0, x] = v / (v + hh)
                 if g0 <= r < g1:
-                    vh[r, 4:w - 4] = vr[r0, 4:w - 4]
+                    # a loop, not a slice copy: that compiles numba's shape-error
+                    # message formatting (~2 s of a cold first run)
+                    for x in range(4, w - 4):
+                        vh[r, x] = vr[r0, x]
             # Step 3: green at red and blue sites, two rows behind.
             y = i - 2
             if y >= g0 and y < g1:
@@ -215,8 +230,13 @@ def _rcd_green(cfa, cf, rgb, vh, nblk):
                     rgb[1, y, x] = disc * (h_est - v_est) + v_est
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _rcd_redblue(cfa, cf, rgb, nblk):
+def _rcd_green(cfa, cf, rgb, vh, nblk):
+    """:func:`_rcd_green_rows` over all rows, in threads."""
+    run_in_threads(_rcd_green_rows, nblk, cfa, cf, rgb, vh, nblk, chunks_per_thread=1)
+
+
+@njit(cache=True, nogil=True)
+def _rcd_redblue_rows(cfa, cf, rgb, nblk, i0, i1):
     """RCD step 4.1-4.3: red at blue sites and blue at red sites (rows/cols 6..n-7).
 
     Needs the green of :func:`_rcd_green` on all rows (separate parallel region);
@@ -227,7 +247,7 @@ def _rcd_redblue(cfa, cf, rgb, nblk):
     eps = np.float32(1e-5)
     epssq = np.float32(1e-10)
     bnd = _chunks(6, h - 6, nblk)
-    for k in prange(nblk):
+    for k in range(i0, i1):
         r0 = bnd[k]
         r1 = bnd[k + 1]
         bp = np.zeros((_RING, w), np.float32)
@@ -286,12 +306,17 @@ def _rcd_redblue(cfa, cf, rgb, nblk):
                     rgb[own, y, x] = cfa[y, x]
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _rcd_green_sites(cfa, cf, rgb, vh):
+def _rcd_redblue(cfa, cf, rgb, nblk):
+    """:func:`_rcd_redblue_rows` over all rows, in threads."""
+    run_in_threads(_rcd_redblue_rows, nblk, cfa, cf, rgb, nblk, chunks_per_thread=1)
+
+
+@njit(cache=True, nogil=True)
+def _rcd_green_sites_rows(cfa, cf, rgb, vh, i0, i1):
     """RCD step 4.4: red and blue at green sites (rows/cols 6..n-7)."""
     h, w = cfa.shape
     eps = np.float32(1e-5)
-    for y in prange(6, h - 6):
+    for y in range(i0, i1):
         for x in range(6 + 1 - _rb0(cf, y), w - 6, 2):
             disc = _disc(vh, y, x, vh[y, x])
             g0 = cfa[y, x]
@@ -319,6 +344,11 @@ def _rcd_green_sites(cfa, cf, rgb, vh):
                 rgb[c, y, x] = g0 + disc * (h_est - v_est) + v_est
 
 
+def _rcd_green_sites(cfa, cf, rgb, vh):
+    """:func:`_rcd_green_sites_rows` over all rows, in threads."""
+    run_in_threads(_rcd_green_sites_rows, cfa.shape[0] - 12, cfa, cf, rgb, vh, start=6)
+
+
 def _rcd_kernel(cfa, cf, rgb, vh):
     """RCD v2.3 on the interior; ``rgb`` must hold the bilinear 6-pixel border.
 
@@ -343,20 +373,26 @@ def _rcd_kernel(cfa, cf, rgb, vh):
     _rcd_green_sites(cfa, cf, rgb, vh)
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _add_offset(a, off):
-    flat = a.reshape(-1)
-    for i in prange(flat.size):
+@njit(cache=True, nogil=True)
+def _add_offset_rows(flat, off, i0, i1):
+    for i in range(i0, i1):
         flat[i] += off
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _minmax(a):
-    flat = a.reshape(-1)
+# (the kernels take the flattened arrays: a reshape inside a kernel compiles numba's
+# shape-error message formatting, 1.6 s of a cold first run)
+def _add_offset(a, off):
+    """``a += off`` in place (C-contiguous ``a``), in threads."""
+    if not a.flags.c_contiguous:
+        raise ValueError("_add_offset needs a C-contiguous array")
+    run_in_threads(_add_offset_rows, a.size, a.reshape(-1), off, chunks_per_thread=1)
+
+
+@njit(cache=True, nogil=True)
+def _minmax_rows(flat, mins, k0, k1):
     n = flat.size
-    nchunk = 64
-    mins = np.full(nchunk, np.inf, np.float32)
-    for k in prange(nchunk):
+    nchunk = mins.size
+    for k in range(k0, k1):
         lo = k * n // nchunk
         hi = (k + 1) * n // nchunk
         m = np.float32(np.inf)
@@ -364,4 +400,11 @@ def _minmax(a):
             if flat[i] < m:
                 m = flat[i]
         mins[k] = m
+
+
+def _minmax(a):
+    """The minimum of ``a`` (64 chunks' minima, in threads)."""
+    mins = np.full(64, np.inf, np.float32)
+    run_in_threads(_minmax_rows, mins.size, np.ascontiguousarray(a).reshape(-1), mins,
+                   chunks_per_thread=1)
     return mins.min()

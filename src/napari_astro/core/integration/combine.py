@@ -11,7 +11,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import BadInputError
-from .kernels import _batcher_pairs, _kernel_parallel, _kernel_serial
+from ..stats import run_in_threads
+from .kernels import _batcher_pairs, row_kernel
 from .strategies import GESD, Rejection, Winsorized
 
 
@@ -84,10 +85,11 @@ def _compute_tile(plan: _Plan, buf: np.ndarray, parallel: bool = True):
     finv = np.zeros((C * R, N), np.int64)
     frl = np.zeros((C * R, N), np.int64)
     frh = np.zeros((C * R, N), np.int64)
-    kernel = _kernel_parallel if parallel else _kernel_serial
-    kernel(buf, plan.A, plan.B, plan.W, plan.method, plan.plow, plan.phigh, plan.iters,
-           plan.crit, plan.rmax, plan.combine, plan.comps, out, nvalid, lowc, highc, finv,
-           frl, frh)
+    # only the kernel of the plan's rejection compiles (on its first use)
+    run_in_threads(row_kernel(plan.method, plan.combine), C * R, buf, plan.A, plan.B,
+                   plan.W, plan.plow, plan.phigh, plan.iters, plan.crit, plan.rmax,
+                   plan.combine, plan.comps, out, nvalid, lowc, highc, finv, frl, frh,
+                   threads=None if parallel else 1)
     return out, nvalid, lowc, highc, C * R * X - finv.sum(0), frl.sum(0), frh.sum(0)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 # Why hand-written: per pixel we need the sorted N values and a few passes over them.
 # numpy can only do that with (N, pixels) temporaries and masked statistics per
@@ -271,37 +271,93 @@ def _rej_gesd(v, n, crit, rmax, ends, p1, p2, shift):
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
-def _process_row(buf, c, r, A, B, W, method, plow, phigh, iters, crit, rmax, combine,
-                 comps, out, nvalid, lowc, highc, finv, frl, frh, cr):
-    """Combine all pixels of row ``r`` of channel ``c`` of a tile ``buf (N,C,R,X)``.
+# --- row kernels -------------------------------------------------------------------
+# One kernel per rejection method, each compiled on its first use only: a single
+# kernel branching on the method compiled all of them on every first run (126 s of
+# a 175 s cold compile on the loaded machine), and ``parallel=True`` compiled it a
+# second time inside the parfor. The kernels are serial and release the GIL; the
+# caller runs ranges of rows in threads (:func:`..stats.run_in_threads`).
+# Every kernel takes (buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+# out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1) and does the rows cr0..cr1-1 of
+# the flattened (channel, row) index of the tile ``buf (N, C, R, X)``.
 
-    Pixels go in blocks of 128: the block's values of every frame are read
-    contiguously, normalised, invalid ones set to +inf, sorted by the network;
-    then rejection and the combine run per pixel on its sorted valid values.
-    """
+
+@njit(cache=True, nogil=True)
+def _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr):
+    """Normalise the block's values of every frame (read contiguously), set invalid
+    ones to +inf, count the valid ones and sort each pixel's column."""
     N = buf.shape[0]
-    X = buf.shape[3]
-    blk = np.empty((N, _XBLOCK), np.float32)
-    bid = np.empty((N, _XBLOCK), np.int32)
+    inf = np.float32(np.inf)
+    cnt[:nb] = 0
+    for i in range(N):
+        a = np.float32(A[i, c])
+        b = np.float32(B[i, c])
+        bad = 0
+        for k in range(nb):
+            val = buf[i, c, r, x0 + k] * a + b
+            ok = np.isfinite(val)
+            blk[i, k] = val if ok else inf
+            bid[i, k] = i
+            cnt[k] += ok
+            bad += 1 - ok
+        finv[cr, i] += bad
+    _network_sort(blk, bid, nb, comps)
+
+
+@njit(cache=True, nogil=True)
+def _take(blk, bid, k, n, sv, si):
+    for j in range(n):
+        sv[j] = blk[j, k]
+        si[j] = bid[j, k]
+
+
+@njit(cache=True, nogil=True)
+def _finish(sv, si, n, lo, hi, W, c, r, x, cr, combine, out, lowc, highc, frl, frh):
+    """Count the values rejected at pixel (c, r, x) and combine the kept ``sv[lo:hi]``."""
+    if n == 0:
+        out[c, r, x] = 0.0
+        lowc[c, r, x] = 0
+        highc[c, r, x] = 0
+        return
+    for j in range(lo):
+        frl[cr, si[j]] += 1
+    for j in range(hi, n):
+        frh[cr, si[j]] += 1
+    lowc[c, r, x] = lo
+    highc[c, r, x] = n - hi
+    if combine == 1:
+        res = _median_sorted(sv, lo, hi)
+    elif combine == 2:
+        s = 0.0
+        for j in range(lo, hi):
+            s += sv[j]
+        res = s / (hi - lo) * n
+    else:
+        s = 0.0
+        sw = 0.0
+        for j in range(lo, hi):
+            w = W[si[j], c]
+            s += w * sv[j]
+            sw += w
+        res = s / sw if sw > 0.0 else 0.0
+    out[c, r, x] = res
+
+
+@njit(cache=True, nogil=True)
+def _rows_accumulate(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+                     out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    """No rejection, average or sum: accumulate frame by frame (SIMD over pixels)."""
+    N, C, R, X = buf.shape
     cnt = np.empty(_XBLOCK, np.int32)
     acc = np.empty(_XBLOCK, np.float64)
     accw = np.empty(_XBLOCK, np.float64)
     accs = np.empty(_XBLOCK, np.float64)
-    sv = np.empty(N, np.float32)
-    si = np.empty(N, np.int32)
-    tv = np.empty(N, np.float32)
-    ti = np.empty(N, np.int32)
-    cls = np.empty(N, np.int8)
-    p1 = np.empty(N + 1, np.float64)
-    p2 = np.empty(N + 1, np.float64)
-    need_sort = method != 0 or combine == 1
-    inf = np.float32(np.inf)
-    for x0 in range(0, X, _XBLOCK):
-        nb = min(_XBLOCK, X - x0)
-        cnt[:nb] = 0
-        if not need_sort:
-            # no rejection, average or sum: accumulate frame by frame (SIMD over pixels)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            cnt[:nb] = 0
             acc[:nb] = 0.0
             accw[:nb] = 0.0
             accs[:nb] = 0.0
@@ -333,93 +389,220 @@ def _process_row(buf, c, r, A, B, W, method, plow, phigh, iters, crit, rmax, com
                     out[c, r, x] = accs[k]
                 else:
                     out[c, r, x] = acc[k] / accw[k] if accw[k] > 0.0 else 0.0
-            continue
-        for i in range(N):
-            a = np.float32(A[i, c])
-            b = np.float32(B[i, c])
-            bad = 0
-            for k in range(nb):
-                val = buf[i, c, r, x0 + k] * a + b
-                ok = np.isfinite(val)
-                blk[i, k] = val if ok else inf
-                bid[i, k] = i
-                cnt[k] += ok
-                bad += 1 - ok
-            finv[cr, i] += bad
-        _network_sort(blk, bid, nb, comps)
-        for k in range(nb):
-            x = x0 + k
-            n = cnt[k]
-            nvalid[c, r, x] = n
-            if n == 0:
-                out[c, r, x] = 0.0
-                lowc[c, r, x] = 0
-                highc[c, r, x] = 0
-                continue
-            for j in range(n):
-                sv[j] = blk[j, k]
-                si[j] = bid[j, k]
-            lo = 0
-            hi = n
-            if method != 0 and n >= 3:
-                if method == 1 or method == 2 or method == 5:
-                    shift = _median_sorted(sv, 0, n)
-                    _prefix(sv, n, shift, p1, p2)
-                    if method == 1:
-                        lo, hi = _rej_sigma(sv, 0, n, plow, phigh, iters, p1, p2, shift)
-                    elif method == 2:
-                        lo, hi = _rej_winsorized(sv, 0, n, plow, phigh, iters, p1, p2, shift)
-                    else:
-                        lo, hi = _rej_gesd(sv, n, crit, rmax, cls, p1, p2, shift)
-                elif method == 3:
-                    lo, hi = _rej_linear(sv, si, 0, n, plow, phigh, iters, tv, ti, cls)
-                elif method == 4:
-                    lo, hi = _rej_percentile(sv, 0, n, plow, phigh)
-                elif method == 6:
-                    nl = int(plow)
-                    nh = int(phigh)
-                    if n - nl - nh >= 1:
-                        lo = nl
-                        hi = n - nh
-                for j in range(lo):
-                    frl[cr, si[j]] += 1
-                for j in range(hi, n):
-                    frh[cr, si[j]] += 1
-            lowc[c, r, x] = lo
-            highc[c, r, x] = n - hi
-            if combine == 1:
-                res = _median_sorted(sv, lo, hi)
-            elif combine == 2:
-                s = 0.0
-                for j in range(lo, hi):
-                    s += sv[j]
-                res = s / (hi - lo) * n
-            else:
-                s = 0.0
-                sw = 0.0
-                for j in range(lo, hi):
-                    w = W[si[j], c]
-                    s += w * sv[j]
-                    sw += w
-                res = s / sw if sw > 0.0 else 0.0
-            out[c, r, x] = res
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _kernel_parallel(buf, A, B, W, method, plow, phigh, iters, crit, rmax, combine, comps,
-                     out, nvalid, lowc, highc, finv, frl, frh):
-    C = buf.shape[1]
-    R = buf.shape[2]
-    for cr in prange(C * R):
-        _process_row(buf, cr // R, cr % R, A, B, W, method, plow, phigh, iters, crit, rmax,
-                     combine, comps, out, nvalid, lowc, highc, finv, frl, frh, cr)
 
 
 @njit(cache=True, nogil=True)
-def _kernel_serial(buf, A, B, W, method, plow, phigh, iters, crit, rmax, combine, comps,
-                   out, nvalid, lowc, highc, finv, frl, frh):
-    C = buf.shape[1]
-    R = buf.shape[2]
-    for cr in range(C * R):
-        _process_row(buf, cr // R, cr % R, A, B, W, method, plow, phigh, iters, crit, rmax,
-                     combine, comps, out, nvalid, lowc, highc, finv, frl, frh, cr)
+def _rows_none(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+               out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    """No rejection, median combine (needs the sorted values)."""
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                _finish(sv, si, n, 0, n, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+@njit(cache=True, nogil=True)
+def _rows_sigma(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+                out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    p1 = np.empty(N + 1, np.float64)
+    p2 = np.empty(N + 1, np.float64)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                lo = 0
+                hi = n
+                if n >= 3:
+                    shift = _median_sorted(sv, 0, n)
+                    _prefix(sv, n, shift, p1, p2)
+                    lo, hi = _rej_sigma(sv, 0, n, plow, phigh, iters, p1, p2, shift)
+                _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+@njit(cache=True, nogil=True)
+def _rows_winsorized(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+                     out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    p1 = np.empty(N + 1, np.float64)
+    p2 = np.empty(N + 1, np.float64)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                lo = 0
+                hi = n
+                if n >= 3:
+                    shift = _median_sorted(sv, 0, n)
+                    _prefix(sv, n, shift, p1, p2)
+                    lo, hi = _rej_winsorized(sv, 0, n, plow, phigh, iters, p1, p2, shift)
+                _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+@njit(cache=True, nogil=True)
+def _rows_gesd(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+               out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    ends = np.empty(N, np.int8)
+    p1 = np.empty(N + 1, np.float64)
+    p2 = np.empty(N + 1, np.float64)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                lo = 0
+                hi = n
+                if n >= 3:
+                    shift = _median_sorted(sv, 0, n)
+                    _prefix(sv, n, shift, p1, p2)
+                    lo, hi = _rej_gesd(sv, n, crit, rmax, ends, p1, p2, shift)
+                _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+@njit(cache=True, nogil=True)
+def _rows_linear(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+                 out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    tv = np.empty(N, np.float32)
+    ti = np.empty(N, np.int32)
+    cls = np.empty(N, np.int8)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                lo = 0
+                hi = n
+                if n >= 3:
+                    lo, hi = _rej_linear(sv, si, 0, n, plow, phigh, iters, tv, ti, cls)
+                _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+@njit(cache=True, nogil=True)
+def _rows_percentile(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+                     out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                lo = 0
+                hi = n
+                if n >= 3:
+                    lo, hi = _rej_percentile(sv, 0, n, plow, phigh)
+                _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+@njit(cache=True, nogil=True)
+def _rows_minmax(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
+                 out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
+    N, C, R, X = buf.shape
+    blk = np.empty((N, _XBLOCK), np.float32)
+    bid = np.empty((N, _XBLOCK), np.int32)
+    cnt = np.empty(_XBLOCK, np.int32)
+    sv = np.empty(N, np.float32)
+    si = np.empty(N, np.int32)
+    nl = int(plow)
+    nh = int(phigh)
+    for cr in range(cr0, cr1):
+        c = cr // R
+        r = cr % R
+        for x0 in range(0, X, _XBLOCK):
+            nb = min(_XBLOCK, X - x0)
+            _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr)
+            for k in range(nb):
+                n = cnt[k]
+                nvalid[c, r, x0 + k] = n
+                _take(blk, bid, k, n, sv, si)
+                lo = 0
+                hi = n
+                if n >= 3 and n - nl - nh >= 1:
+                    lo = nl
+                    hi = n - nh
+                _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
+                        frl, frh)
+
+
+#: rejection code (``Rejection.code``) -> row kernel of the sorted path
+ROW_KERNELS = {0: _rows_none, 1: _rows_sigma, 2: _rows_winsorized, 3: _rows_linear,
+               4: _rows_percentile, 5: _rows_gesd, 6: _rows_minmax}
+
+
+def row_kernel(method: int, combine: int):
+    """The row kernel for rejection ``method`` and combine code ``combine``."""
+    if method == 0 and combine != 1:
+        return _rows_accumulate
+    return ROW_KERNELS[method]

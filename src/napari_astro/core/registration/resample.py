@@ -9,9 +9,10 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..image import AstroImage
+from ..stats import run_in_threads
 from .transform import INTERPOLATIONS, Transform
 
 __all__ = ["apply_transform"]
@@ -52,8 +53,9 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
 # bit for bit for shifts and 180 degrees, and within 0.1% FWHM / 0.001 px otherwise.
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def _warp(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, out_mask):  # pragma: no cover
+@njit(cache=True, fastmath=True, nogil=True)
+def _warp_rows(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, out_mask,
+               i0, i1):  # pragma: no cover
     """Resample ``src`` (C, H, W) at ``minv @ (x, y, 1)`` for every output pixel with
     the 2-D tensor-product kernel (``(2 radius)^2`` taps): exact for homographies.
 
@@ -63,7 +65,7 @@ def _warp(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, out_mas
     ho, wo = out.shape[1], out.shape[2]
     ntap = 2 * radius
     use_mask = src_mask.shape[0] == h
-    for yo in prange(ho):
+    for yo in range(i0, i1):
         for xo in range(wo):
             xs = minv[0, 0] * xo + minv[0, 1] * yo + minv[0, 2]
             ys = minv[1, 0] * xo + minv[1, 1] * yo + minv[1, 2]
@@ -126,9 +128,15 @@ def _warp(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, out_mas
                 out_mask[yo, xo] = src_mask[yn, xn]
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def _pass_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radius,
-               nlut):  # pragma: no cover
+def _warp(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, out_mask):
+    """:func:`_warp_rows` over all rows, in threads (:func:`..stats.run_in_threads`)."""
+    run_in_threads(_warp_rows, out.shape[1], src, minv, out, footprint, lut, radius,
+                   nlut, clamp, src_mask, out_mask)
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radius,
+                    nlut, i0, i1):  # pragma: no cover
     """First pass: resample source rows ``y`` along x at ``u = alpha * p + beta * y +
     gamma`` for each output coordinate ``p`` (edge pixels repeated; no clamp here: the
     second pass clamps against the 2x2 source neighbours, exactly like the 2-D kernel).
@@ -140,7 +148,7 @@ def _pass_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radius,
     n_outer = tmp_img.shape[1]
     n_inner = tmp_img.shape[2]
     ntap = 2 * radius
-    for r in prange(n_outer):
+    for r in range(i0, i1):
         for k in range(n_inner):
             if transposed:
                 y = ylo + k
@@ -178,9 +186,15 @@ def _pass_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radius,
                     tmp_img[c, r, k] = acc
 
 
-@njit(cache=True, parallel=True, fastmath=True, nogil=True)
-def _pass_cols(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius, nlut, clamp,
-               src_mask, out_mask):  # pragma: no cover
+def _pass_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radius, nlut):
+    """:func:`_pass_rows_rows` over all rows, in threads."""
+    run_in_threads(_pass_rows_rows, tmp_img.shape[1], src, tmp_img, transposed, ylo,
+                   alpha, beta, gamma, lut, radius, nlut)
+
+
+@njit(cache=True, fastmath=True, nogil=True)
+def _pass_cols_rows(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius, nlut, clamp,
+                    src_mask, out_mask, i0, i1):  # pragma: no cover
     """Second pass: for each output pixel, resample the first pass's output along the
     source-row axis at ``ys`` (rows outside the frame repeat the edge), clamp against
     the 2x2 nearest source pixels, and set the footprint (source position inside the
@@ -193,7 +207,7 @@ def _pass_cols(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius,
     ho, wo = out.shape[1], out.shape[2]
     ntap = 2 * radius
     use_mask = src_mask.shape[0] == h
-    for yo in prange(ho):
+    for yo in range(i0, i1):
         row_y0 = np.empty(wo, dtype=np.int64)
         row_x0 = np.empty(wo, dtype=np.int64)
         row_k = np.empty(wo, dtype=np.int64)
@@ -256,6 +270,13 @@ def _pass_cols(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius,
                     t = src[c, y1, x1]
                     acc = min(max(acc, min(min(p, q), min(s, t))), max(max(p, q), max(s, t)))
                 out[c, yo, xo] = acc
+
+
+def _pass_cols(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius, nlut,
+               clamp, src_mask, out_mask):
+    """:func:`_pass_cols_rows` over all rows, in threads."""
+    run_in_threads(_pass_cols_rows, out.shape[1], tmp_img, transposed, ylo, src, minv,
+                   out, footprint, lut, radius, nlut, clamp, src_mask, out_mask)
 
 
 # Two passes are used for affine maps whose first-pass shear |d u / d y| (tan of the

@@ -5,7 +5,6 @@ SExtractor do before detection."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
 from scipy import ndimage
 
 from ..stats import MAD_SIGMA
@@ -72,34 +71,49 @@ def estimate_background(data: np.ndarray, *, box: int = 64) -> tuple[np.ndarray,
     return np.ascontiguousarray(bkg, dtype=np.float32), noise
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _block_stats(blocks):  # pragma: no cover - numba
-    """Clipped median and robust sigma of each row of ``blocks`` (nb, m).
+def _block_stats(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clipped median and robust sigma of each row of ``blocks`` (nb, m) float32.
 
     Two clipping rounds at (-4, +2.5) sigma: stars and nebula only push values up.
-    A numba kernel because np.nanmedian over 700 blocks took 170 ms; this takes ~8 ms.
+    numpy over all blocks at once (row sorts; the values outside a block's clipped
+    range set to +inf so they sort last): ~5 ms for the 480 blocks of a Seestar frame,
+    like the numba kernel this replaces (np.nanmedian per block took 170 ms), without
+    its compile on the first run (9.7 s of 47 s, issue 13). Same results bit for bit:
+    medians and sigmas in float64 from the float32 values, as the kernel computed.
     """
     nb, m = blocks.shape
-    med = np.empty(nb, np.float32)
-    sig = np.empty(nb, np.float32)
-    for b in prange(nb):
-        v = np.sort(blocks[b])
-        lo_i = 0
-        hi_i = m
-        md = 0.0
-        sg = 0.0
-        for it in range(3):
-            n = hi_i - lo_i
-            if n <= 0:
-                break
-            k = lo_i + n // 2
-            md = v[k] if n % 2 else 0.5 * (v[k - 1] + v[k])
-            dev = np.sort(np.abs(v[lo_i:hi_i] - md))
-            sg = MAD_SIGMA * (dev[n // 2] if n % 2 else 0.5 * (dev[n // 2 - 1] + dev[n // 2]))
-            if it == 2:
-                break
-            lo_i = np.searchsorted(v, md - 4.0 * sg)
-            hi_i = np.searchsorted(v, md + 2.5 * sg, side="right")
-        med[b] = md
-        sig[b] = sg
-    return med, sig
+    v = np.sort(blocks, axis=1)
+    rows = np.arange(nb)
+    lo = np.zeros(nb, np.int64)
+    hi = np.full(nb, m, np.int64)
+    md = np.zeros(nb)
+    sg = np.zeros(nb)
+    live = np.ones(nb, bool)
+    cols = np.arange(m)
+    for it in range(3):
+        n = hi - lo
+        live &= n > 0
+        if not live.any():
+            break
+        b = rows[live]
+        nl = n[live]
+        k = lo[live] + nl // 2
+        odd = nl % 2 == 1
+        km = np.maximum(k - 1, 0)
+        md_b = np.where(odd, v[b, k].astype(np.float64),
+                        0.5 * (v[b, km] + v[b, k]).astype(np.float64))
+        dev = np.abs(v[b].astype(np.float64) - md_b[:, None])
+        dev[(cols < lo[b, None]) | (cols >= hi[b, None])] = np.inf
+        dev.sort(axis=1)
+        h = nl // 2
+        sg_b = MAD_SIGMA * np.where(odd, dev[np.arange(b.size), h],
+                                    0.5 * (dev[np.arange(b.size), np.maximum(h - 1, 0)]
+                                           + dev[np.arange(b.size), h]))
+        md[b] = md_b
+        sg[b] = sg_b
+        if it == 2:
+            break
+        for j, bi in enumerate(b):  # searchsorted has no axis: ~500 calls of 1 us
+            lo[bi] = np.searchsorted(v[bi], md_b[j] - 4.0 * sg_b[j])
+            hi[bi] = np.searchsorted(v[bi], md_b[j] + 2.5 * sg_b[j], side="right")
+    return md.astype(np.float32), sg.astype(np.float32)
