@@ -141,8 +141,16 @@ def test_guide_loop_on_the_ccd_simulators_guide_head_with_periodic_error():
             # paused: no frames; resumed: the star found again at its lock
             loop.pause()
             n = len(loop.stats.ra)
-            time.sleep(1.0)
+            time.sleep(0.6)
             assert len(loop.stats.ra) == n and loop.running
+            # a meridian flip reverses both calibration vectors and selects the star
+            # again (flipped twice here: the simulator's image does not turn over)
+            vecs = (g.ra_vec.copy(), g.dec_vec.copy())
+            loop.flip()
+            assert np.allclose(g.ra_vec, -vecs[0]) and np.allclose(g.dec_vec, -vecs[1])
+            assert np.allclose(g.lock, g.star) and loop.paused
+            loop.flip()
+            assert np.allclose(g.ra_vec, vecs[0]) and np.allclose(g.dec_vec, vecs[1])
             lock1 = g.lock.copy()
             loop.resume()
             assert np.allclose(g.lock, lock1)

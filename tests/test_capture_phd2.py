@@ -79,6 +79,8 @@ def test_phd2_start_stats_dither_pause_flip_stop():
         assert phd.flipped == 1
 
         # start without recalibrating on a second client: PHD2 keeps its calibration
+        g.start(calibrate=True)                 # already guiding: nothing sent
+        assert sum(r["method"] == "guide" for r in phd.requests) == 1
         g.stop()
         g.stop()
         assert not g.running and phd.state == "Stopped"

@@ -99,6 +99,7 @@ class PHD2Guider:
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
+        self.version = None
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -239,6 +240,8 @@ class PHD2Guider:
 
     def start(self, *, calibrate: bool = True, timeout: float = 120.0) -> None:
         """Guide (calibrating first if ``calibrate``) and wait until settled."""
+        if self.running:
+            return
         self.connect()
         with self._cv:
             self._stats = GuideStats([], [])
