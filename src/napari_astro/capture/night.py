@@ -184,7 +184,17 @@ class Night:
         try:
             yield
         finally:
-            g.resume()
+            self._resume()
+
+    def _resume(self) -> None:
+        from .guide import GuideError
+
+        try:
+            self.guide.resume()
+        except GuideError as exc:          # star lost after the move: start afresh
+            self.r.log(f"guiding did not resume ({exc}); restarting it")
+            self.stop_guiding()
+            self.start_guiding()
 
     def slew(self, *, centre: bool | None = None) -> None:
         """Slew to the target (and centre when asked) with guiding paused."""
@@ -240,6 +250,8 @@ class Night:
             if self.guide is not None:
                 self.guide.flip()
         self.slew_ha = self.sky.hour_angle()
+        if self.s.centre or self._recentring():
+            self._recentre_due = False          # centred on the new side just now
         after = m.pier_side()
         if before is not None and after == before:
             self.r.log(f"warning: pier side still {after} after the flip slew")
@@ -292,8 +304,16 @@ class Night:
                 self.guide = GuideLoop(Guider(eq.guider, port, exposure=s.guide_exposure),
                                        log=self.r.log)
         if not self.guide.running:
-            self.guide.start(calibrate=not self._calibrated, timeout=120)
+            from .guide import GuideError
+
+            try:
+                self.guide.start(calibrate=not self._calibrated, timeout=120)
+            except GuideError as exc:      # unguided lights beat no lights
+                self.r.log(f"warning: guiding did not start ({exc}); lights unguided")
+                self.events.append(("guide_failed", self.lights, str(exc)))
+                return
             self._calibrated = True
+            self.events.append(("guiding", self.lights, s.guiding))
             self.r.log(f"guiding ({s.guiding})")
 
     def stop_guiding(self) -> None:
@@ -334,7 +354,6 @@ class Night:
             return False
         if not self.on_target:
             self.begin_lights()
-        self._meridian(exposure)
         if self._refocus_due is None and self.s.refocus_temperature and self.temp_ref is not None:
             t = self._temperature()
             if t is not None and abs(t - self.temp_ref) >= self.s.refocus_temperature:
@@ -345,6 +364,7 @@ class Night:
         if self._recentre_due:
             self._recentre_due = False
             self.recentre("drift")
+        self._meridian(exposure)          # last: nothing may delay the light after it
         return True
 
     def begin_lights(self) -> None:
