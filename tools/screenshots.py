@@ -101,6 +101,8 @@ def _capture_live(name, widget, viewer, app, state) -> None:
         eq.connect_equipment()
         eq.look_up("Pleiades")
         eq.slew().join(300)
+        eq.expose(1.0)                  # the "Camera frame" layer every capture dock shows
+        _wait(app, lambda: eq.frames_shown >= 1, 120)
         state["equipment_dock"] = eq
     eq = state["equipment_dock"]
     if name == "Equipment":
@@ -120,6 +122,7 @@ def _capture_live(name, widget, viewer, app, state) -> None:
         widget.run_autofocus()
         _wait(app, lambda: widget.result is not None, 300)
         SESSION.equipment.camera.full_frame()
+        SESSION.equipment.guider.set_binning(2)             # 1.1"/px, a usual guiding scale
         widget.guide_exposure.setValue(0.5)
         widget.start_guiding()
         _wait(app, lambda: len(widget._ra) >= 12, 300)

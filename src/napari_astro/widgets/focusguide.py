@@ -180,9 +180,20 @@ class FocusGuideWidget(QWidget):
         self.status.setText(f"focuser moved to {res.best}")
 
     # -- guiding ---------------------------------------------------------------------------
+    def _refresh_cameras(self) -> None:
+        """Name the Guider device in the camera choice (e.g. "Guide Simulator")."""
+        eq = SESSION.equipment
+        guider = getattr(eq, "guider", None)
+        self.guide_camera.setItemText(0, guider.name if guider is not None else GUIDE_DEVICE)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        self._refresh_cameras()
+        super().showEvent(event)
+
     def _guide_camera(self):
         eq = SESSION.equipment
-        if self.guide_camera.currentText() == GUIDE_HEAD:
+        self._refresh_cameras()
+        if self.guide_camera.currentIndex() == 1:
             from ..capture.devices import GuideHead
 
             return GuideHead(eq.camera.client, eq.camera.name) if eq.camera is not None else None
@@ -199,7 +210,9 @@ class FocusGuideWidget(QWidget):
         if self.loop is not None and self.loop.running:
             return None
         cam = self._guide_camera()
-        port = eq.mount if eq.mount is not None else eq.camera
+        # a guide head guides through its camera's ST-4 port (as the CCD simulator's does);
+        # a guide camera through the mount
+        port = cam if self.guide_camera.currentIndex() == 1 else (eq.mount or eq.camera)
         if cam is None or port is None:
             self.status.setText("connect a guide camera and a mount first (Equipment dock)")
             return None
