@@ -3,6 +3,9 @@
 - The Guide Simulator (a separate guide camera): calibration finds two independent
   pulse directions, guiding holds the star within 1 px RMS with the simulator's polar
   error on, and settles after a dither.
+- A drawn star (no INDI) whose image turns over at a "meridian flip" and then is
+  covered by clouds: GuideLoop.flip keeps guiding, a lost star ends the loop with a
+  GuideError.
 - The CCD Simulator's guide head (its second chip) with periodic error switched on:
   unguided the star wanders several px; GuideLoop in its thread calibrates, holds it
   within 1 px RMS, dithers and settles, pauses and resumes.
@@ -19,10 +22,11 @@ import pytest
 
 from napari_astro.capture.testing import simulators_missing
 
-pytestmark = pytest.mark.skipif(simulators_missing() is not None,
+needs_indi = pytest.mark.skipif(simulators_missing() is not None,
                                 reason=str(simulators_missing()))
 
 
+@needs_indi
 @pytest.mark.slow
 def test_guider_calibrates_holds_the_star_and_settles_after_a_dither():
     from napari_astro.capture.coords import j2000_to_jnow
@@ -66,6 +70,7 @@ PE = {"SIM_PEPERIOD": 60.0, "SIM_PEMAX": 12.0, "SIM_POLAR": 1.0, "SIM_POLARDRIFT
 STAR = (55.566, 22.786)
 
 
+@needs_indi
 @pytest.mark.slow
 def test_guide_loop_on_the_ccd_simulators_guide_head_with_periodic_error():
     from napari_astro.capture.coords import j2000_to_jnow
@@ -162,3 +167,69 @@ def test_guide_loop_on_the_ccd_simulators_guide_head_with_periodic_error():
             loop.stop()
             loop.stop()
         assert not loop.running
+
+
+class _SkyCamera:
+    """A drawn guide star that follows pulses (1 px per 100 ms) and drifts 0.3 px per
+    frame in x; ``flipped`` turns the image over (pulses move it the other way),
+    ``clouds`` hides the star."""
+
+    def __init__(self):
+        self.pos = np.array([60.0, 50.0])
+        self.flipped = False
+        self.clouds = False
+        self.rng = np.random.default_rng(3)
+
+    def expose(self, seconds, kind="light", *, timeout=None):
+        import types
+
+        time.sleep(0.005)
+        self.pos = self.pos + (-0.3 if self.flipped else 0.3, 0.0)
+        yy, xx = np.mgrid[0:120, 0:120]
+        img = 100.0 + self.rng.normal(0, 3, (120, 120))
+        if not self.clouds:
+            img += 3000.0 * np.exp(-((xx - self.pos[0]) ** 2 + (yy - self.pos[1]) ** 2) / (2 * 1.5 ** 2))
+        return types.SimpleNamespace(data=img.astype(np.uint16), full_scale=65535.0)
+
+    def guide_pulse(self, direction, ms):
+        step = {"W": (1, 0), "E": (-1, 0), "N": (0, 1), "S": (0, -1)}[direction]
+        sign = -1.0 if self.flipped else 1.0
+        self.pos = self.pos + sign * np.array(step) * ms / 100.0
+
+    def meridian_flip(self):
+        self.flipped = True
+        self.pos = np.array([120.0, 120.0]) - self.pos     # the field turned 180 degrees
+
+
+def test_guide_loop_flip_and_lost_star_on_a_drawn_star():
+    from napari_astro.capture.guide import GuideError, GuideLoop, Guider
+
+    cam = _SkyCamera()
+    g = Guider(cam, cam, exposure=0.0, calibration_ms=500, box=12)
+    loop = GuideLoop(g)
+    loop.start()
+    try:
+        # W moves +x, N +y by 5 px per 500 ms (the drift cancelled out)
+        assert np.allclose(g.ra_vec * 500, (5, 0), atol=0.2)
+        assert np.allclose(g.dec_vec * 500, (0, 5), atol=0.2)
+        assert _wait(lambda: len(loop.stats.ra) >= 30)
+        assert loop.rms(20) < 0.3
+        cam.meridian_flip()
+        loop.flip()                       # without it the corrections would push the star away
+        n = len(loop.stats.ra)
+        assert _wait(lambda: len(loop.stats.ra) >= n + 30)
+        assert loop.rms(20) < 0.3 and np.hypot(*(cam.pos - g.lock)) < 1.0
+        cam.clouds = True                 # star lost: a few frames looked for, then an error
+        assert _wait(lambda: not loop.running)
+        assert isinstance(loop.error, GuideError) and "lost" in str(loop.error)
+        with pytest.raises(GuideError, match="not guiding"):
+            loop.dither(2.0)
+    finally:
+        loop.stop()
+
+
+def _wait(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return cond()

@@ -155,8 +155,13 @@ class Guider:
         self.log("guide star not found near its lock position: selecting a new one")
         return self.select_star()
 
+    #: a star fainter than this (smoothed peak / sky noise) in its box counts as lost
+    lost_snr = 8.0
+
     def measure(self) -> np.ndarray:
         """The guide star's position in a new frame (centroid in a box)."""
+        from scipy import ndimage
+
         img = self._frame()
         b = self.box
         x, y = self.star
@@ -166,6 +171,13 @@ class Guider:
             x0, y0 = min(max(x0, 0), w - 2 * b - 1), min(max(y0, 0), h - 2 * b - 1)
             cut = img[y0:y0 + 2 * b + 1, x0:x0 + 2 * b + 1]
             f = cut - np.median(cut)
+            # lost (clouds, a slew, a wrong pulse): nothing in the box stands
+            # ``lost_snr`` noise levels above the sky once lightly smoothed
+            sm = ndimage.uniform_filter(f, 3)
+            noise = 1.4826 * float(np.median(np.abs(sm - np.median(sm)))) or 1e-3
+            if float(sm.max()) - float(np.median(sm)) < self.lost_snr * noise:
+                raise GuideError(f"guide star lost (nothing {self.lost_snr:.0f} sigma above the sky "
+                                 f"within {b} px of ({x:.1f}, {y:.1f}))")
             f = np.where(f > 3 * max(np.std(cut[f < np.percentile(f, 80)]), 1e-3), f, 0.0)
             if f.sum() <= 0:
                 raise GuideError("guide star lost")
