@@ -145,14 +145,24 @@ class FocusGuideWidget(QWidget):
             else:
                 self.bridge.message.emit(msg)
 
+        guiding = self.loop if self.loop is not None and self.loop.running else None
+
         def work() -> None:
             from ..capture.focus import autofocus
 
             try:
+                if guiding is not None:   # no guide pulses while the focuser moves
+                    guiding.pause()
                 self.bridge.finished.emit(autofocus(eq, step=step, points=points,
                                                     exposure=exposure, log=log))
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 self.bridge.finished.emit(exc)
+            finally:
+                if guiding is not None:
+                    try:
+                        guiding.resume()
+                    except Exception as exc:  # noqa: BLE001 - shown to the user
+                        self.bridge.message.emit(f"guiding did not resume: {exc}")
 
         self.focus_thread = threading.Thread(target=work, daemon=True)
         self.focus_thread.start()
