@@ -59,8 +59,28 @@ class GuideStats:
 
 
 class Guider:
-    """Guide with ``camera`` (a :class:`~.devices.Camera`) through ``port`` (the mount
-    or the camera's ST-4: anything with ``guide_pulse(direction, ms)``)."""
+    """Guide with ``camera`` (a :class:`~.devices.GuideCamera`, a camera's
+    :class:`~.devices.GuideHead`, anything with ``expose(seconds, kind, timeout=)``)
+    through ``port`` (the mount or the camera's ST-4: anything with
+    ``guide_pulse(direction, ms)``).
+
+    Parameters
+    ----------
+    exposure : float, default 1.0
+        Guide exposure [s].
+    aggressiveness : float, default 0.8
+        Fraction of the measured error corrected at each frame (0-1).
+    min_move : float, default 0.1
+        Errors below this [guide px] on an axis get no pulse.
+    hysteresis : float, default 0.1
+        Weight of the previous correction blended into the new one (0-1).
+    calibration_ms : float, default 1000
+        Length of each calibration pulse [ms]; aim for a few px of motion.
+    box : int, default 24
+        Half-size of the box the star is measured in [px].
+    integral : float, default 0.15
+        Fraction of the summed past errors added to each correction (0 = off).
+    """
 
     def __init__(self, camera, port, *, exposure: float = 1.0, aggressiveness: float = 0.8,
                  min_move: float = 0.1, hysteresis: float = 0.1, calibration_ms: float = 1000.0,
