@@ -186,7 +186,8 @@ def test_plugins_menu_lists_widgets_in_workflow_order(make_napari_viewer):
     pre = ["Calibration", "Registration", "Integration", "Stack a night"]
     idx = [names.index(n) for n in pre]
     assert idx == sorted(idx)
-    capture = [n for n in ("Equipment", "Capture sequence", "Live stack") if n in names]
+    capture = [n for n in ("Equipment", "Focus and guiding", "Capture sequence", "Live stack")
+               if n in names]
     assert all(names.index(c) < idx[0] for c in capture)
     assert all(names.index(n) > idx[-1] for n in names if n not in pre and n not in capture)
     viewer = make_napari_viewer()
