@@ -570,6 +570,8 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
                 report(progress, done, total, f"calibrated {Path(item.light.path).name}", cancel)
             for i, fut in pending_writes:
                 got = fut.result()
+                if isinstance(got, cf.Future):  # the sink's own follow-up job
+                    got = got.result()
                 if i is not None:
                     results[i] = got
     except BaseException:

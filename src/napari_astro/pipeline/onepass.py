@@ -44,8 +44,9 @@ class OnePassSink:
     ``out_dir/r_<stem>.fits``. The reference must be handed over first; the other
     frames' threads wait for its stars.
 
-    Returns the written path, or None for a frame that cannot be registered (too few
-    stars, no match, poor match: the final :func:`register_frames` gives the reason).
+    Returns the written path (or the Future of it, see :attr:`resampler`), or None for
+    a frame that cannot be registered (too few stars, no match, poor match: the final
+    :func:`register_frames` gives the reason).
     """
 
     def __init__(self, names: list[str], out_dir: Path, mdir: Path, ref_index: int,
@@ -55,6 +56,11 @@ class OnePassSink:
         self.ref_index, self.params, self.record = ref_index, params, record
         self.debayer_method, self.equalize_cfa = debayer_method, equalize_cfa
         self._ref_ready = threading.Event()
+        # Debayer, resample and write on their own frame thread (``resampler``, set by
+        # run_one_pass), so measuring the next light overlaps them: then a call
+        # returns that job's Future.
+        self.resampler = None
+        self._slots = threading.BoundedSemaphore(1)
         self.ref_stars: Optional[Stars] = None
         self.ref_shape: Optional[tuple] = None
         saved = load_measurement(self.mdir, names[ref_index])
@@ -78,9 +84,7 @@ class OnePassSink:
         # what register_frames reads back (float64 from JSON): the same transforms
         return Stars.from_dict(stars.to_dict())
 
-    def __call__(self, i: int, img: AstroImage) -> Optional[Path]:
-        from ..core.io import write_image
-
+    def __call__(self, i: int, img: AstroImage):
         if i == self.ref_index:
             try:
                 stars = self._stars(i, img)
@@ -101,15 +105,31 @@ class OnePassSink:
             if m.rms > 2.0:
                 return None
             match, transform = (m.n_matches, m.rms), m.transform
-        reg = resample_frame(img, transform, self.ref_shape, self.params, record=self.record,
-                             reference=self.names[self.ref_index], match=match,
-                             is_reference=i == self.ref_index,
-                             debayer_method=self.debayer_method,
-                             equalize_cfa=self.equalize_cfa)
-        del img
-        target = self.target(i)
-        write_image(reg, target, overwrite=True, inplace=True)
-        return target
+        if self.resampler is None:
+            return self._resample(i, img, transform, match)
+        self._slots.acquire()  # one frame at a time in the resampler (bounded memory)
+        try:
+            return self.resampler.submit(self._resample, i, img, transform, match)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _resample(self, i: int, img: AstroImage, transform, match) -> Path:
+        from ..core.io import write_image
+
+        try:
+            reg = resample_frame(img, transform, self.ref_shape, self.params,
+                                 record=self.record, reference=self.names[self.ref_index],
+                                 match=match, is_reference=i == self.ref_index,
+                                 debayer_method=self.debayer_method,
+                                 equalize_cfa=self.equalize_cfa)
+            del img
+            target = self.target(i)
+            write_image(reg, target, overwrite=True, inplace=True)
+            return target
+        finally:
+            if self.resampler is not None:
+                self._slots.release()
 
 
 def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_set,
@@ -120,7 +140,7 @@ def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_
     registration rows and HISTORY name them). Returns the
     :class:`.register.RegistrationResult`."""
     from .calibrate import calibrate_lights
-    from .register import register_frames
+    from .register import _pool, register_frames
 
     want = os.path.realpath(reg_params.reference)
     ref = next((k for k, p in enumerate(names) if os.path.realpath(p) == want), None)
@@ -133,9 +153,11 @@ def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_
     if len(done) < len(names):
         logger(f"calibrating and registering {len(names) - len(done)} lights in one pass "
                f"({len(done)} reused)")
-        calibrate_lights([it.light for it in items], master_set, cal_params, None,
-                         plan=items, keep_images=False, record=calibrate, skip=done,
-                         first=ref, sink=sink, progress=progress, cancel=cancel, log=logger)
+        with _pool(1) as sink.resampler:
+            calibrate_lights([it.light for it in items], master_set, cal_params, None,
+                             plan=items, keep_images=False, record=calibrate, skip=done,
+                             first=ref, sink=sink, progress=progress, cancel=cancel,
+                             log=logger)
     reg = register_frames(names, rdir, reg_params, resume=True, overwrite=True,
                           debayer_method=debayer_method, equalize_cfa=equalize,
                           record=register, cancel=cancel)
