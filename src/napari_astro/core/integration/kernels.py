@@ -40,7 +40,7 @@ def _batcher_pairs(n: int) -> np.ndarray:
     return np.array(out, np.int32).reshape(-1, 2)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _network_sort(blk, bid, nb, comps):
     """Sort each column ``blk[:, k]`` (k < nb) ascending, permuting ``bid`` alike.
 
@@ -65,7 +65,7 @@ def _network_sort(blk, bid, nb, comps):
             bid[b, k] = xb ^ t
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _median_sorted(v, lo, hi):
     m = hi - lo
     h = lo + m // 2
@@ -74,7 +74,7 @@ def _median_sorted(v, lo, hi):
     return 0.5 * (np.float64(v[h - 1]) + np.float64(v[h]))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _prefix(v, n, shift, p1, p2):
     """Prefix sums of ``v - shift`` and its square over ``v[:n]`` (float64)."""
     p1[0] = 0.0
@@ -85,7 +85,7 @@ def _prefix(v, n, shift, p1, p2):
         p2[j + 1] = p2[j] + d * d
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _range_mean_sd(p1, p2, lo, hi, shift):
     """Mean and sample std (ddof=1) of ``v[lo:hi]`` from the prefix sums."""
     m = hi - lo
@@ -95,7 +95,7 @@ def _range_mean_sd(p1, p2, lo, hi, shift):
     return shift + s / m, math.sqrt(var) if var > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _clip_range(v, lo, hi, centre, below, above):
     """Shrink the sorted range to values with centre - v <= below and v - centre <= above."""
     nl = lo
@@ -111,7 +111,7 @@ def _clip_range(v, lo, hi, centre, below, above):
 # (one kernel with a flag, or inlined helpers for the sigma and the clip step) gave the
 # same results but cost Winsorized 7-10 % of CPU (combine_stack of 20 x 1000 x 1000,
 # 4 alternating runs of each on the loaded 2-core machine: 0.47-0.57 s vs 0.45-0.52 s).
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rej_sigma(v, lo, hi, klow, khigh, iters, p1, p2, shift):
     for _ in range(iters):
         if hi - lo < 3:
@@ -128,7 +128,7 @@ def _rej_sigma(v, lo, hi, klow, khigh, iters, p1, p2, shift):
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rej_winsorized(v, lo, hi, klow, khigh, iters, p1, p2, shift):
     for _ in range(iters):
         m = hi - lo
@@ -172,7 +172,7 @@ def _rej_winsorized(v, lo, hi, klow, khigh, iters, p1, p2, shift):
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rej_linear(v, idx, lo, hi, klow, khigh, iters, tv, ti, cls):
     """Linear-fit clipping; rejected values are moved out of ``[lo, hi)`` (lows
     before it, highs after it) keeping the kept values sorted."""
@@ -230,13 +230,13 @@ def _rej_linear(v, idx, lo, hi, klow, khigh, iters, tv, ti, cls):
     return lo, hi
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rej_percentile(v, lo, hi, plow, phigh):
     med = _median_sorted(v, lo, hi)
     return _clip_range(v, lo, hi, med, plow * med, phigh * med)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rej_gesd(v, n, crit, rmax, ends, p1, p2, shift):
     """GESD on sorted ``v[:n]``: the most extreme value is always at one end."""
     lo = 0
@@ -272,6 +272,10 @@ def _rej_gesd(v, n, crit, rmax, ends, p1, p2, shift):
 
 
 # --- row kernels -------------------------------------------------------------------
+# The helpers above are inlined into the row kernel that uses them (inline="always"):
+# one compile unit per row kernel instead of twelve, 10 % less compile time and a few
+# % less CPU at run time (Winsorized, 16 x 3 x 40 x 1920: 0.075 -> 0.069 s, same
+# results bit for bit).
 # One kernel per rejection method, each compiled on its first use only: a single
 # kernel branching on the method compiled all of them on every first run (126 s of
 # a 175 s cold compile on the loaded machine), and ``parallel=True`` compiled it a
@@ -282,7 +286,7 @@ def _rej_gesd(v, n, crit, rmax, ends, p1, p2, shift):
 # the flattened (channel, row) index of the tile ``buf (N, C, R, X)``.
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr):
     """Normalise the block's values of every frame (read contiguously), set invalid
     ones to +inf, count the valid ones and sort each pixel's column."""
@@ -304,14 +308,14 @@ def _sorted_block(buf, c, r, x0, nb, A, B, comps, blk, bid, cnt, finv, cr):
     _network_sort(blk, bid, nb, comps)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _take(blk, bid, k, n, sv, si):
     for j in range(n):
         sv[j] = blk[j, k]
         si[j] = bid[j, k]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _finish(sv, si, n, lo, hi, W, c, r, x, cr, combine, out, lowc, highc, frl, frh):
     """Count the values rejected at pixel (c, r, x) and combine the kept ``sv[lo:hi]``."""
     if n == 0:
@@ -348,7 +352,7 @@ def _rows_accumulate(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comp
                      out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     """No rejection, average or sum: accumulate frame by frame (SIMD over pixels)."""
     N, C, R, X = buf.shape
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     acc = np.empty(_XBLOCK, np.float64)
     accw = np.empty(_XBLOCK, np.float64)
     accs = np.empty(_XBLOCK, np.float64)
@@ -398,7 +402,7 @@ def _rows_none(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     for cr in range(cr0, cr1):
@@ -411,8 +415,8 @@ def _rows_none(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                _finish(sv, si, n, 0, n, W, c, r, x0 + k, cr, combine, out, lowc, highc,
-                        frl, frh)
+                _finish(sv, si, n, np.int64(0), n, W, c, r, x0 + k, cr, combine, out, lowc,
+                        highc, frl, frh)
 
 
 @njit(cache=True, nogil=True)
@@ -421,7 +425,7 @@ def _rows_sigma(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     p1 = np.empty(N + 1, np.float64)
@@ -436,12 +440,13 @@ def _rows_sigma(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                lo = 0
+                lo = np.int64(0)  # not a literal 0: a Literal[int] argument compiles
+                # every callee a second time
                 hi = n
                 if n >= 3:
-                    shift = _median_sorted(sv, 0, n)
-                    _prefix(sv, n, shift, p1, p2)
-                    lo, hi = _rej_sigma(sv, 0, n, plow, phigh, iters, p1, p2, shift)
+                    shift = _median_sorted(sv, lo, hi)
+                    _prefix(sv, hi, shift, p1, p2)
+                    lo, hi = _rej_sigma(sv, lo, hi, plow, phigh, iters, p1, p2, shift)
                 _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
                         frl, frh)
 
@@ -452,7 +457,7 @@ def _rows_winsorized(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comp
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     p1 = np.empty(N + 1, np.float64)
@@ -467,12 +472,12 @@ def _rows_winsorized(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comp
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                lo = 0
+                lo = np.int64(0)
                 hi = n
                 if n >= 3:
-                    shift = _median_sorted(sv, 0, n)
-                    _prefix(sv, n, shift, p1, p2)
-                    lo, hi = _rej_winsorized(sv, 0, n, plow, phigh, iters, p1, p2, shift)
+                    shift = _median_sorted(sv, lo, hi)
+                    _prefix(sv, hi, shift, p1, p2)
+                    lo, hi = _rej_winsorized(sv, lo, hi, plow, phigh, iters, p1, p2, shift)
                 _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
                         frl, frh)
 
@@ -483,7 +488,7 @@ def _rows_gesd(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     ends = np.empty(N, np.int8)
@@ -499,12 +504,12 @@ def _rows_gesd(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                lo = 0
+                lo = np.int64(0)
                 hi = n
                 if n >= 3:
-                    shift = _median_sorted(sv, 0, n)
-                    _prefix(sv, n, shift, p1, p2)
-                    lo, hi = _rej_gesd(sv, n, crit, rmax, ends, p1, p2, shift)
+                    shift = _median_sorted(sv, lo, hi)
+                    _prefix(sv, hi, shift, p1, p2)
+                    lo, hi = _rej_gesd(sv, hi, crit, rmax, ends, p1, p2, shift)
                 _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
                         frl, frh)
 
@@ -515,7 +520,7 @@ def _rows_linear(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     tv = np.empty(N, np.float32)
@@ -531,10 +536,10 @@ def _rows_linear(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                lo = 0
+                lo = np.int64(0)
                 hi = n
                 if n >= 3:
-                    lo, hi = _rej_linear(sv, si, 0, n, plow, phigh, iters, tv, ti, cls)
+                    lo, hi = _rej_linear(sv, si, lo, hi, plow, phigh, iters, tv, ti, cls)
                 _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
                         frl, frh)
 
@@ -545,7 +550,7 @@ def _rows_percentile(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comp
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     for cr in range(cr0, cr1):
@@ -558,10 +563,10 @@ def _rows_percentile(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comp
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                lo = 0
+                lo = np.int64(0)
                 hi = n
                 if n >= 3:
-                    lo, hi = _rej_percentile(sv, 0, n, plow, phigh)
+                    lo, hi = _rej_percentile(sv, lo, hi, plow, phigh)
                 _finish(sv, si, n, lo, hi, W, c, r, x0 + k, cr, combine, out, lowc, highc,
                         frl, frh)
 
@@ -572,7 +577,7 @@ def _rows_minmax(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
     N, C, R, X = buf.shape
     blk = np.empty((N, _XBLOCK), np.float32)
     bid = np.empty((N, _XBLOCK), np.int32)
-    cnt = np.empty(_XBLOCK, np.int32)
+    cnt = np.empty(_XBLOCK, np.int64)
     sv = np.empty(N, np.float32)
     si = np.empty(N, np.int32)
     nl = int(plow)
@@ -587,7 +592,7 @@ def _rows_minmax(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 n = cnt[k]
                 nvalid[c, r, x0 + k] = n
                 _take(blk, bid, k, n, sv, si)
-                lo = 0
+                lo = np.int64(0)
                 hi = n
                 if n >= 3 and n - nl - nh >= 1:
                     lo = nl

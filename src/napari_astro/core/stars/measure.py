@@ -1,6 +1,6 @@
-"""numba kernels of star detection: local maxima, the annulus median (local sky),
-adaptive Gaussian moments (centroid, covariance, flux) and the per-star measurement
-run in parallel over the candidates."""
+"""Kernels of star detection: local maxima (numpy), and in numba the annulus median
+(local sky), adaptive Gaussian moments (centroid, covariance, flux) and the per-star
+measurement, run in threads over the candidates."""
 
 from __future__ import annotations
 
@@ -12,31 +12,28 @@ from numba import njit
 from ..stats import run_in_threads
 
 
-@njit(cache=True, nogil=True)
-def _find_peaks(r, thr, border, max_out):  # pragma: no cover - numba
-    """Local maxima of ``r`` above ``thr`` (3x3, ties broken by scan order)."""
+def _find_peaks(r: np.ndarray, thr, border: int, max_out: int):
+    """Local maxima of ``r`` above ``thr`` (3x3, ties broken by scan order), the first
+    ``max_out`` in row-major order: ``(ys int32, xs int32, values float32)``.
+
+    A peak is strictly greater than the neighbours scanned before it and >= the later
+    ones, so a flat (saturated) plateau yields exactly one peak. numpy on the pixels
+    above ``thr``: ~5 ms per 2 Mpx frame, 4 ms more than the numba kernel it replaces,
+    whose compile took 0.3 s of the first run after an install. ``border >= 1``.
+    """
     h, w = r.shape
-    ys = np.empty(max_out, np.int32)
-    xs = np.empty(max_out, np.int32)
-    vs = np.empty(max_out, np.float32)
-    n = 0
-    for y in range(border, h - border):
-        for x in range(border, w - border):
-            v = r[y, x]
-            if v <= thr:
-                continue
-            # strictly greater than the neighbours scanned before, >= the later ones,
-            # so a flat (saturated) plateau yields exactly one peak
-            if (v <= r[y - 1, x - 1] or v <= r[y - 1, x] or v <= r[y - 1, x + 1]
-                    or v <= r[y, x - 1] or v < r[y, x + 1] or v < r[y + 1, x - 1]
-                    or v < r[y + 1, x] or v < r[y + 1, x + 1]):
-                continue
-            if n < max_out:
-                ys[n] = y
-                xs[n] = x
-                vs[n] = v
-                n += 1
-    return ys[:n], xs[:n], vs[:n]
+    b = max(int(border), 1)
+    core = r[b:h - b, b:w - b]
+    iy, ix = np.nonzero(~(core <= thr))
+    y = iy + b
+    x = ix + b
+    v = r[y, x]
+    before = ((v <= r[y - 1, x - 1]) | (v <= r[y - 1, x]) | (v <= r[y - 1, x + 1])
+              | (v <= r[y, x - 1]))
+    after = (v < r[y, x + 1]) | (v < r[y + 1, x - 1]) | (v < r[y + 1, x]) | (v < r[y + 1, x + 1])
+    keep = np.flatnonzero(~(before | after))[:max_out]
+    return (y[keep].astype(np.int32), x[keep].astype(np.int32),
+            v[keep].astype(np.float32))
 
 
 @njit(cache=True, nogil=True)
@@ -87,7 +84,7 @@ def _annulus_median(data, bkg, cx, cy, r1, r2):  # pragma: no cover - numba
     ix = int(math.floor(cx + 0.5))
     iy = int(math.floor(cy + 0.5))
     buf = np.empty((2 * ir + 1) * (2 * ir + 1), np.float32)
-    n = 0
+    n = np.int64(0)  # not a literal 0: that would compile _median_inplace twice
     for yy in range(max(iy - ir, 0), min(iy + ir + 1, h)):
         for xx in range(max(ix - ir, 0), min(ix + ir + 1, w)):
             r2v = (xx - cx) ** 2 + (yy - cy) ** 2
