@@ -55,6 +55,26 @@ def test_slew_park_and_centre_within_one_arcmin():
         assert eq.mount.parked
 
 
+def test_focus_result_curve_is_the_fitted_hyperbola():
+    """FocusResult.curve evaluates a * sqrt(1 + ((x - c) / b)^2) [px] at x [steps]; the
+    fit of noiseless samples of a known hyperbola finds it again."""
+    import numpy as np
+
+    from napari_astro.capture.focus import FocusResult, fit_hyperbola
+
+    a, b, c = 2.5, 3000.0, 41234.0                      # HFR 2.5 px at 41234 steps
+    res = FocusResult([], [], (a, b, c), int(c))
+    assert res.curve(c) == pytest.approx(a)
+    assert res.curve([c - b, c + b]) == pytest.approx([a * np.sqrt(2)] * 2)
+    assert res.curve(c + 4 * b) == pytest.approx(a * np.sqrt(17))
+    xs = np.arange(29000, 54001, 3000)
+    ys = a * np.sqrt(1 + ((xs - c) / b) ** 2)
+    assert res.curve(xs).shape == xs.shape and np.allclose(res.curve(xs), ys)
+    fit = fit_hyperbola(xs, np.where(xs == 35000, np.nan, ys))   # a starless frame: NaN
+    assert fit == pytest.approx((a, b, c), rel=1e-4)
+    assert np.allclose(FocusResult(list(xs), list(ys), fit, int(c)).curve(xs), ys, rtol=1e-4)
+
+
 @NEEDS_SIM
 @pytest.mark.slow
 def test_autofocus_ends_near_the_simulators_best_focus():
@@ -64,6 +84,7 @@ def test_autofocus_ends_near_the_simulators_best_focus():
     from napari_astro.capture.devices import Equipment
     from napari_astro.capture.focus import autofocus
     from napari_astro.capture.testing import simulator_rig
+    from napari_astro.core.progress import Cancelled, CancelToken
 
     with simulator_rig(["indi_simulator_ccd", "indi_simulator_telescope",
                         "indi_simulator_focus"]) as (_, client):
@@ -82,7 +103,24 @@ def test_autofocus_ends_near_the_simulators_best_focus():
         eq.mount.goto(*j2000_to_jnow(56.75, 24.12))      # the Pleiades: bright stars
         eq.mount.track(True)
         eq.camera.set_roi(320, 256, 640, 512)             # half the sensor: faster frames
-        res = autofocus(eq, step=3000, points=7, exposure=0.5)
+        seen = []
+        res = autofocus(eq, step=3000, points=7, exposure=0.5,
+                        on_point=lambda p, hfr: seen.append((p, hfr)))
         assert abs(res.best - truth) <= 1500                # within half an autofocus step
         assert eq.focuser.position() == res.best
         assert min(res.hfr) < 0.8 * res.hfr[res.positions.index(50000)]
+        seen.sort()                                          # each point, as measured
+        assert [p for p, _ in seen] == res.positions
+        assert np.allclose([h for _, h in seen], res.hfr, equal_nan=True)
+        # cancelled after its second point: no further focuser move, Cancelled raised
+        token, seen = CancelToken(), []
+
+        def second_cancels(p, hfr):
+            seen.append(p)
+            if len(seen) == 2:
+                token.cancel()
+
+        with pytest.raises(Cancelled):
+            autofocus(eq, step=3000, points=7, exposure=0.5, on_point=second_cancels,
+                      cancel=token)
+        assert len(seen) == 2 and eq.focuser.position() == seen[-1]

@@ -158,6 +158,10 @@ def test_focus_and_guiding_dock_on_the_simulators(equipment, qtbot):
     eq.camera.set_roi(320, 256, 640, 512)                    # half the sensor: faster frames
 
     w = FocusGuideWidget(viewer)
+    # each point as it reaches the GUI (after the dock's own slot): plotted, run not over
+    arrived = []
+    w.bridge.focus_point.connect(lambda p, hfr: arrived.append(
+        (p, len(w.focus_plot.series["measured"]["x"]), w.result is None, w.run_btn.isEnabled())))
     try:
         w.step.setValue(4000)
         w.points.setValue(5)
@@ -165,11 +169,36 @@ def test_focus_and_guiding_dock_on_the_simulators(equipment, qtbot):
         w.run_autofocus()
         qtbot.waitUntil(lambda: w.result is not None, timeout=120000)
         assert not isinstance(w.result, Exception), w.result
+        assert len(arrived) >= 5
+        assert [n for _, n, _, _ in arrived] == list(range(1, len(arrived) + 1))  # growing
+        assert all(running and not enabled for _, _, running, enabled in arrived)
+        assert sorted(p for p, *_ in arrived) == w.result.positions
         measured = w.focus_plot.series["measured"]
-        assert len(measured["x"]) >= 5 and len(w.focus_plot.series["hyperbola"]["x"]) > 50
+        assert len(measured["x"]) == len(arrived)
+        curve = w.focus_plot.series["hyperbola"]
+        assert len(curve["x"]) > 50
+        assert np.allclose(curve["y"], w.result.curve(curve["x"]))
         (best,) = w.focus_plot.markers.values()
         assert abs(best - truth) <= 2000                     # within half an autofocus step
         assert eq.focuser.position() == int(best)
+
+        # Cancel during a run: it stops before the next move, the focuser goes back
+        start, arrived[:] = int(best), []
+        w.step.setValue(6000)
+        thread = w.run_autofocus()
+        qtbot.waitUntil(lambda: len(arrived) >= 1, timeout=60000)
+        assert w.cancel_button.isEnabled()
+        w.cancel_button.click()
+        qtbot.waitUntil(lambda: w.result is not None, timeout=60000)
+        thread.join(10)
+        from napari_astro.core.progress import Cancelled
+
+        assert isinstance(w.result, Cancelled) and not thread.is_alive()
+        assert 1 <= len(arrived) < 5 and "hyperbola" not in w.focus_plot.series
+        assert eq.focuser.position() == start
+        assert w.status.text().startswith(f"autofocus cancelled after {len(arrived)} positions")
+        assert f"back at {start} steps" in w.status.text()
+        assert w.run_btn.isEnabled() and not w.cancel_button.isEnabled()
 
         w.guide_exposure.setValue(0.5)
         w.start_guiding()

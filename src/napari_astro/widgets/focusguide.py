@@ -4,7 +4,9 @@ RA/Dec error plot and RMS.
 Thin over :mod:`napari_astro.capture.focus` and :mod:`napari_astro.capture.guide`, on
 the connection the Equipment dock made (:data:`~.capture.SESSION`). Device work runs
 in plain threads; every result reaches the GUI through a Qt signal of the dock's
-:class:`~.capture._Bridge`, so napari's event loop never waits on a camera.
+:class:`~.capture._Bridge`, so napari's event loop never waits on a camera. Autofocus
+points are plotted as they are measured; Cancel stops a run before the next focuser
+move and sends the focuser back where it was.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QGroupBox, QLabel, QProgressBar,
                             QPushButton, QSpinBox, QWidget)
 
@@ -27,12 +30,6 @@ __all__ = ["FocusGuideWidget"]
 GUIDE_DEVICE, GUIDE_HEAD = "guide camera", "main camera's guide head"
 
 
-def _hyperbola(fit, x: float) -> float:
-    # the model of capture.focus.fit_hyperbola, evaluated only to draw it
-    a, b, c = fit
-    return a * math.sqrt(1.0 + ((x - c) / b) ** 2)
-
-
 class FocusGuideWidget(QWidget):
     """Autofocus (settings, Run, the HFR-vs-position curve) and guiding (settings,
     Start/Stop/Dither, RA/Dec error over time, RMS) on the connected equipment."""
@@ -42,9 +39,9 @@ class FocusGuideWidget(QWidget):
         self.viewer = napari_viewer
         self.bridge = _Bridge()
         self.bridge.message.connect(lambda t: self.status.setText(t))
-        self.bridge.progress.connect(self._on_progress)
         self.bridge.finished.connect(self._on_focus_done)
         self.bridge.point.connect(self._on_guide_step)
+        self.bridge.focus_point.connect(self._on_focus_point)
 
         focus = QGroupBox("Autofocus")
         form = QFormLayout(focus)
@@ -64,8 +61,8 @@ class FocusGuideWidget(QWidget):
         form.addRow("Points", self.points)
         form.addRow("Exposure", self.focus_exposure)
         self.focus_plot = XYPlot("focuser position [steps]", "HFR [px]")
-        self.focus_plot.setToolTip("half-flux radius at each position, the fitted hyperbola "
-                                   "and the best focus chosen (dashed)")
+        self.focus_plot.setToolTip("half-flux radius at each position (as measured), the "
+                                   "fitted hyperbola and the best focus chosen (dashed)")
         form.addRow(self.focus_plot)
         self.focus_label = QLabel("best focus: -")
         self.focus_label.setWordWrap(True)
@@ -100,6 +97,10 @@ class FocusGuideWidget(QWidget):
 
         self.run_btn = QPushButton("Run autofocus")
         self.run_btn.setToolTip("measure HFR at each position, fit, move to the best focus")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip("stop autofocus before its next focuser move; the focuser "
+                                   "goes back where it was")
+        self.cancel_btn.setEnabled(False)
         self.start_btn, self.stop_btn = QPushButton("Start guiding"), QPushButton("Stop")
         self.start_btn.setToolTip("pick a star, calibrate, guide until Stop")
         self.stop_btn.setToolTip("stop guiding after the current frame")
@@ -109,17 +110,23 @@ class FocusGuideWidget(QWidget):
         self.progress_bar.setRange(0, 1000)
         self.status = QLabel("connect the equipment in the Equipment dock")
         self.status.setWordWrap(True)
-        self.run_button, self.cancel_button = self.run_btn, self.stop_btn
+        self.run_button, self.cancel_button = self.run_btn, self.cancel_btn
         _pinned_layout(self, [focus, guide, 1],
-                       [_row(self.run_btn, self.start_btn, self.dither_btn, self.stop_btn),
+                       [_row(self.run_btn, self.cancel_btn),
+                        _row(self.start_btn, self.dither_btn, self.stop_btn),
                         self.progress_bar, self.status])
         self.run_btn.clicked.connect(lambda: self.run_autofocus())
+        self.cancel_btn.clicked.connect(lambda: self.cancel_autofocus())
         self.start_btn.clicked.connect(lambda: self.start_guiding())
         self.stop_btn.clicked.connect(lambda: self.stop_guiding())
         self.dither_btn.clicked.connect(lambda: self.dither())
         self.result = None                   # the last FocusResult (or the exception)
         self.loop = None                     # the running guide loop
         self.focus_thread: threading.Thread | None = None
+        self._focus_cancel = None            # the running autofocus's CancelToken
+        self._focus_points = 0               # positions the run measures
+        self._focus_x: list[int] = []        # points measured so far: steps, HFR [px]
+        self._focus_y: list[float] = []
         self._t0 = 0.0
         self._times: list[float] = []
         self._ra: list[float] = []
@@ -128,33 +135,45 @@ class FocusGuideWidget(QWidget):
 
     # -- autofocus ----------------------------------------------------------------------
     def run_autofocus(self) -> threading.Thread | None:
+        """Autofocus in a thread: points plotted as measured, the fit drawn at the end."""
+        from ..core.progress import CancelToken
+
         eq = SESSION.equipment
         if eq is None or eq.camera is None or eq.focuser is None:
             self.status.setText("connect a camera and a focuser first (Equipment dock)")
             return None
+        if self.focus_thread is not None and self.focus_thread.is_alive():
+            return None
         step, points, exposure = self.step.value(), self.points.value(), self.focus_exposure.value()
         self.focus_plot.clear()
+        self.focus_label.setText("best focus: -")
         self.progress_bar.setValue(0)
         self.run_btn.setEnabled(False)
-        seen = [0]
-
-        def log(msg: str) -> None:
-            if msg.startswith("focus "):
-                seen[0] += 1
-                self.bridge.progress.emit(min(seen[0], points), points, msg)
-            else:
-                self.bridge.message.emit(msg)
-
+        self.cancel_btn.setEnabled(True)
+        self.result = None
+        self._focus_x, self._focus_y, self._focus_points = [], [], points
+        cancel = self._focus_cancel = CancelToken()
         guiding = self.loop if self.loop is not None and self.loop.running else None
 
         def work() -> None:
             from ..capture.focus import autofocus
+            from ..core.progress import Cancelled
 
             try:
                 if guiding is not None:   # no guide pulses while the focuser moves
                     guiding.pause()
-                self.bridge.finished.emit(autofocus(eq, step=step, points=points,
-                                                    exposure=exposure, log=log))
+                start = eq.focuser.position()          # where the focuser goes on Cancel
+                self.bridge.finished.emit(autofocus(
+                    eq, step=step, points=points, exposure=exposure, centre=start,
+                    log=self.bridge.message.emit, cancel=cancel,
+                    on_point=lambda p, hfr: self.bridge.focus_point.emit(int(p), float(hfr))))
+            except Cancelled:
+                try:
+                    eq.focuser.move_to(start)
+                    done = Cancelled(f"the focuser is back at {start} steps, where it was")
+                except Exception as exc:  # noqa: BLE001 - shown to the user
+                    done = Cancelled(f"the focuser did not go back to {start} steps: {exc}")
+                self.bridge.finished.emit(done)
             except Exception as exc:  # noqa: BLE001 - shown to the user
                 self.bridge.finished.emit(exc)
             finally:
@@ -168,22 +187,42 @@ class FocusGuideWidget(QWidget):
         self.focus_thread.start()
         return self.focus_thread
 
-    def _on_progress(self, done: float, total: float, message: str) -> None:
-        self.progress_bar.setValue(int(1000 * done / total) if total else 0)
-        self.status.setText(message)
+    def cancel_autofocus(self) -> None:
+        """Stop a running autofocus before its next focuser move (the focuser then
+        goes back where it was before the run)."""
+        if self._focus_cancel is not None and self.focus_thread is not None \
+                and self.focus_thread.is_alive():
+            self._focus_cancel.cancel()
+            self.cancel_btn.setEnabled(False)
+            self.status.setText("cancelling autofocus after the current frame...")
+
+    def _on_focus_point(self, position: int, hfr: float) -> None:
+        self._focus_x.append(position)
+        self._focus_y.append(hfr)
+        order = np.argsort(self._focus_x)
+        self.focus_plot.set_series("measured", np.asarray(self._focus_x)[order],
+                                   np.asarray(self._focus_y)[order], color="#66c2ff")
+        total = max(self._focus_points, len(self._focus_x))   # a shifted run measures more
+        self.progress_bar.setValue(int(1000 * len(self._focus_x) / (total + 1)))
 
     def _on_focus_done(self, res: Any) -> None:
+        from ..core.progress import Cancelled
+
         self.result = res
         self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        if isinstance(res, Cancelled):
+            self.status.setText(f"autofocus cancelled after {len(self._focus_x)} positions; {res}")
+            self.focus_label.setText("best focus: - (cancelled)")
+            return
         if isinstance(res, Exception):
             self.status.setText(f"autofocus failed: {res}")
             return
         self.progress_bar.setValue(1000)
         self.focus_plot.set_series("measured", res.positions, res.hfr, color="#66c2ff")
-        lo, hi = min(res.positions), max(res.positions)
-        xs = [lo + (hi - lo) * i / 100 for i in range(101)]
-        self.focus_plot.set_series("hyperbola", xs, [_hyperbola(res.fit, x) for x in xs],
-                                   points=False, line=True, color="#ffcc66")
+        xs = np.linspace(min(res.positions), max(res.positions), 101)
+        self.focus_plot.set_series("hyperbola", xs, res.curve(xs), points=False, line=True,
+                                   color="#ffcc66")
         self.focus_plot.set_marker(f"best {res.best}", res.best)
         self.focus_label.setText(f"best focus: {res.best} steps (HFR {res.fit[0]:.2f} px at "
                                  "the vertex)")
@@ -289,5 +328,7 @@ class FocusGuideWidget(QWidget):
                                f"frames (RA {ra:+.2f}, Dec {dec:+.2f} px now)")
 
     def shutdown(self) -> None:
-        """Stop guiding (the connection belongs to the Equipment dock)."""
+        """Cancel autofocus, stop guiding (the connection belongs to the Equipment dock)."""
+        if self._focus_cancel is not None:
+            self._focus_cancel.cancel()
         self.stop_guiding()
