@@ -109,7 +109,10 @@ class Night:
         self.guide: Any = None
         self._calibrated = False
         self.stopped: str | None = None  # why the lights stopped (altitude, timeout)
-        self.events: list[tuple[str, int, Any]] = []   # (what, lights done, detail)
+        #: (what, lights done, detail, time.monotonic() at the end) of each action
+        self.events: list[tuple[str, int, Any, float]] = []
+        #: (time.monotonic(), RA, Dec error [guide px]) of each guide frame
+        self.guide_steps: list[tuple[float, float, float]] = []
         self.hfr_ref: float | None = None
         self.temp_ref: float | None = None
         self.hfr: list[tuple[str, float]] = []          # (file name, HFR px) of lights
@@ -118,6 +121,12 @@ class Night:
         self._refocus_due: str | None = None
         self._since_check = 0
         self.lights = 0
+
+    def _event(self, item: tuple) -> None:
+        self.events.append((*item, time.monotonic()))
+
+    def _on_guide_step(self, ra: float, dec: float, rms: float) -> None:
+        self.guide_steps.append((time.monotonic(), float(ra), float(dec)))
 
     # -- checks before anything moves -------------------------------------------------
     def needs_sky(self) -> bool:
@@ -170,7 +179,7 @@ class Night:
                 return False
             self.r.log(f"waiting {wait:.0f} s for {self.s.object} to rise above {lim:g} deg "
                        f"(now {now:.3f} deg)")
-            self.events.append(("wait", self.lights, wait))
+            self._event(("wait", self.lights, wait))
             self._sleep(min(wait + 0.5, 60.0))
 
     # -- mount moves ------------------------------------------------------------------
@@ -211,7 +220,7 @@ class Night:
             res = centre_on(self.r.eq, *self.r.target, exposure=self.s.centre_exposure,
                             tolerance_arcmin=self.s.centre_tolerance, log=self.r.log)
         self.r.log(f"re-centred ({why}): {res.error_arcmin:.2f}' from the target")
-        self.events.append(("recentre", self.lights, res.errors_arcmin))
+        self._event(("recentre", self.lights, res.errors_arcmin))
         time.sleep(self.s.settle)
 
     def _flip_side(self) -> bool:
@@ -235,7 +244,7 @@ class Night:
         if ha < limit and end > limit and self.s.flip_pause:
             wait = (limit - ha) * 3600.0 / SIDEREAL_RATE + 0.5
             self.r.log(f"meridian flip in {wait:.0f} s: the next light would cross it, waiting")
-            self.events.append(("flip_wait", self.lights, wait))
+            self._event(("flip_wait", self.lights, wait))
             self._sleep(wait)
             ha = self.sky.hour_angle()
         if ha >= limit:
@@ -255,7 +264,7 @@ class Night:
         after = m.pier_side()
         if before is not None and after == before:
             self.r.log(f"warning: pier side still {after} after the flip slew")
-        self.events.append(("flip", self.lights, (before, after)))
+        self._event(("flip", self.lights, (before, after)))
 
     def _recentring(self) -> bool:
         return bool(self.s.recentre_every or self.s.recentre_drift)
@@ -273,16 +282,17 @@ class Night:
 
         foc = self.r.eq.focuser
         start = foc.position()
+        t0 = time.monotonic()
         with self.guiding_paused():
             try:
                 res = autofocus(self.r.eq, step=self.s.focus_step, points=self.s.focus_points,
                                 exposure=self.s.focus_exposure, log=self.r.log)
-                detail = (why, start, res.best, res.fit[0])
+                detail = (why, start, res.best, res.fit[0], t0)
             except (RuntimeError, ValueError) as exc:   # a failed fit: stay where it was
                 self.r.log(f"autofocus failed ({exc}); focuser back at {start}")
                 foc.move_to(start)
-                detail = (why, start, start, float("nan"))
-        self.events.append(("autofocus", self.lights, detail))
+                detail = (why, start, start, float("nan"), t0)
+        self._event(("autofocus", self.lights, detail))
         self.hfr_ref = None                   # the next light sets it
         self.temp_ref = self._temperature()
 
@@ -295,14 +305,20 @@ class Night:
             if s.guiding == "phd2":
                 from .phd2 import PHD2Guider
 
-                self.guide = PHD2Guider(s.phd2_host, s.phd2_port, log=self.r.log)
+                self.guide = PHD2Guider(s.phd2_host, s.phd2_port, log=self.r.log,
+                                        on_step=self._on_guide_step)
             else:
                 from .guide import GuideLoop, Guider
 
                 eq = self.r.eq
                 port = eq.mount if (s.guide_port == "mount" and eq.mount) else eq.camera
-                self.guide = GuideLoop(Guider(eq.guider, port, exposure=s.guide_exposure),
-                                       log=self.r.log)
+                # RA pulses move the star by cos(dec) less: longer calibration pulses
+                # there keep both axes measurable (as PHD2's calibration step does)
+                dec = self.r.target[1] if self.r.target is not None else 0.0
+                ms = min(4000.0, 1500.0 / max(math.cos(math.radians(dec)), 0.375))
+                self.guide = GuideLoop(Guider(eq.guider, port, exposure=s.guide_exposure,
+                                              calibration_ms=ms),
+                                       log=self.r.log, on_step=self._on_guide_step)
         if not self.guide.running:
             from .guide import GuideError
 
@@ -310,10 +326,10 @@ class Night:
                 self.guide.start(calibrate=not self._calibrated, timeout=120)
             except GuideError as exc:      # unguided lights beat no lights
                 self.r.log(f"warning: guiding did not start ({exc}); lights unguided")
-                self.events.append(("guide_failed", self.lights, str(exc)))
+                self._event(("guide_failed", self.lights, str(exc)))
                 return
             self._calibrated = True
-            self.events.append(("guiding", self.lights, s.guiding))
+            self._event(("guiding", self.lights, s.guiding))
             self.r.log(f"guiding ({s.guiding})")
 
     def stop_guiding(self) -> None:

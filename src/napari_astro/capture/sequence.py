@@ -66,7 +66,8 @@ class SequenceParams(StepParams):
     temperature: Optional[float] = param(None, min=-60, max=40, unit="C",
                                          help="cool the camera to this before the first frame")
     dither_every: int = param(0, min=0, max=1000, unit="lights", help="dither every N lights (0: never)")
-    dither_pixels: float = param(5.0, min=0, max=200, unit="px", help="dither amplitude")
+    dither_pixels: float = param(5.0, min=0, max=200, unit="px",
+                                 help="dither amplitude (guiding on: guide-camera px)")
     dither_rate: float = param(6.0, min=0.01, max=1000, unit="px/s",
                                help="image motion per second of guide pulse (the simulator: ~6)")
     settle: float = param(1.0, min=0, max=600, unit="s", help="wait after a dither or a slew")
@@ -113,7 +114,7 @@ class SequenceParams(StepParams):
     settle_px: float = param(1.0, min=0.05, max=50, unit="px",
                              help="guided dither: settled when the guide error stays below this")
     settle_time: float = param(2.0, min=0, max=600, unit="s",
-                               help="guided dither: ...for this long")
+                               help="guided dither: the error must stay below settle_px this long")
     settle_timeout: float = param(60.0, min=1, max=3600, unit="s",
                                   help="guided dither: give up settling after this")
 
