@@ -201,6 +201,13 @@ def test_lights_stop_when_the_target_is_low_and_a_later_run_takes_them(rig, tmp_
     frames2 = again.run()
     assert len(frames2) == 3 and again.stopped is None
     assert frames[0] in frames2 and frames[0].stat().st_mtime_ns == bias_mtime
+    # a target that never climbs above min_altitude at this site: bad input, nothing written
+    from napari_astro.core.errors import BadInputError
+
+    seq = _write(tmp_path, f"slew = false\nmin_altitude = {sky.max_altitude() + 1:.2f}", LIGHT_BIAS)
+    with pytest.raises(BadInputError, match="never above"):
+        SequenceRunner(seq, client, tmp_path / "never").run()
+    assert not (tmp_path / "never").exists()
     # a target that rises after wait_timeout: skipped at once with the reason
     _put_target_at(eq, -3.0)
     seq = _write(tmp_path, f"slew = false\nmin_altitude = {Sky(TARGET, eq.mount.site()).altitude() + 5:.3f}"

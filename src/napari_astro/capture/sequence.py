@@ -340,13 +340,17 @@ class SequenceRunner:
                                 "give ra and dec")
         return found
 
-    def setup(self) -> None:
+    def _connect(self) -> None:
+        self.eq.connect()
+        self.night.attach_site()     # a read: the target's altitude at this site is checked
+
+    def setup(self, *, connect: bool = True) -> None:
         """Connect the devices, unpark, cool (also after a fault). The slew to the
         target comes before the first light (after waiting for it to rise)."""
-        self.eq.connect()
+        if connect:
+            self._connect()
         s = self.seq.settings
         self.night.on_target = False
-        self.night.attach_site()
         lights = any(ln.type == "light" for ln in self.seq.lines)
         if self.eq.mount is not None and self.target is not None and s.slew and lights:
             self.eq.mount.unpark()
@@ -467,10 +471,11 @@ class SequenceRunner:
     def run(self) -> list[Path]:
         """Take every planned frame not on disk yet; returns all frames of the sequence."""
         self.check()
+        self._with_recovery(self._connect)     # bad input found here: nothing written yet
         self.out.mkdir(parents=True, exist_ok=True)
         self._load_state()
         total = self.seq.planned()
-        self._with_recovery(self.setup)
+        self._with_recovery(lambda: self.setup(connect=False))
         done = len(self.done_frames())
         report(self.progress, done, total, f"{done} of {total} frames on disk", self.cancel)
         for li, ln in enumerate(self.seq.lines):
