@@ -146,3 +146,26 @@ def test_one_pass_resumes(runs, night):
         json.loads((rdir / "transforms.json").read_text())["params"])
     changed = read_image(out).data
     assert not np.allclose(changed, first, atol=1e-6)
+
+
+def test_one_pass_with_masters_and_external_reference(night, tmp_path):
+    """``one_pass=True`` also serves a night with masters (the masters applied in the
+    pass); an external reference (not one of the lights) falls back to two passes."""
+    lights, truth = night
+    root = lights.parent
+    reg = RegisterParams(reference=str(truth.lights[0]))
+    a = run_stack([root], tmp_path / "two.fits", register=reg, one_pass=False)
+    b = run_stack([root], tmp_path / "one.fits", register=reg, one_pass=True)
+    assert "in one pass" in (tmp_path / "one.log").read_text()
+    x, y = a.images[""], b.images[""]
+    np.testing.assert_array_equal(x.mask, y.mask)
+    np.testing.assert_allclose(y.data, x.data, rtol=0, atol=1e-6)
+    # the reference is a copy outside the session: two passes, no error
+    import shutil
+
+    ext = tmp_path / "ref.fits"
+    shutil.copyfile(truth.lights[0], ext)
+    run_stack([lights], tmp_path / "ext.fits", register=RegisterParams(reference=str(ext)),
+              one_pass=True)
+    assert "in one pass" not in (tmp_path / "ext.log").read_text()
+    assert list((tmp_path / "ext.fits.work").glob("calibrated_*/*.fits"))

@@ -268,12 +268,17 @@ def _cal_key(masters_key: str, lights: list, calibrate: CalibrateParams, stack) 
                        calibrate.to_dict(), stack.float16)
 
 
-def _one_pass(plan: StackPlan, register: RegisterParams, client, choice) -> bool:
-    """One pass per light (:mod:`.onepass`): when the reference is known up front and
-    the session has no calibration frames (``choice`` None = that rule; True/False)."""
-    if choice is not None:
-        return bool(choice) and bool(register.reference) and client is None
-    return bool(register.reference) and not plan.calibration_frames and client is None
+def _one_pass(plan: StackPlan, lights: list, register: RegisterParams, client,
+              choice) -> bool:
+    """One pass per light (:mod:`.onepass`): when the reference is one of these lights
+    and the session has no calibration frames (``choice`` None = that rule; True/False:
+    always/never, where possible). Not on a Dask cluster."""
+    if not register.reference or client is not None or choice is False:
+        return False
+    want = os.path.realpath(register.reference)
+    if not any(os.path.realpath(f.path) == want for f in lights):
+        return False  # an external reference (or another filter's light): two passes
+    return True if choice else not plan.calibration_frames
 
 
 def _stage_one_pass(tag: str, lights: list, items: list, master_set, masters_key: str,
@@ -537,7 +542,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
             tag = filt or "none"
             items = plan_calibration(lights, master_set, calibrate)
             t0 = time.perf_counter()
-            if _one_pass(plan, register, client, one_pass):
+            if _one_pass(plan, lights, register, client, one_pass):
                 reg, reg_key = _stage_one_pass(
                     tag, lights, items, master_set, masters_key, work, stack, calibrate,
                     register, late, stage(lo, lo + 0.75 * span, f"calibrate+register {tag}"),
