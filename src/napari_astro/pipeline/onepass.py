@@ -35,7 +35,7 @@ from .register import (load_measurement, measure_frame, resample_frame, save_mea
                        _stem)
 from .steps import RegisterParams
 
-__all__ = ["OnePassSink", "run_one_pass"]
+__all__ = ["OnePassSink", "run_one_pass", "use_one_pass", "stage_one_pass"]
 
 
 class OnePassSink:
@@ -165,3 +165,49 @@ def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_
         if not row["accepted"] and sink.target(k).exists():
             sink.target(k).unlink()  # rejected relative to the session: not integrated
     return reg
+
+
+def use_one_pass(plan, lights: list, register: RegisterParams, client, choice) -> bool:
+    """One pass per light (this module): when the reference is one of these lights
+    and the session has no calibration frames (``choice`` None = that rule; True/False:
+    always/never, where possible). Not on a Dask cluster."""
+    if not register.reference or client is not None or choice is False:
+        return False
+    want = os.path.realpath(register.reference)
+    if not any(os.path.realpath(f.path) == want for f in lights):
+        return False  # an external reference (or another filter's light): two passes
+    return True if choice else not plan.calibration_frames
+
+
+def stage_one_pass(tag: str, lights: list, items: list, master_set, masters_key: str,
+                   work: Path, stack, calibrate, register: RegisterParams,
+                   late_debayer: bool, progress, cancel, logger):
+    """The stack run's calibrate and register stages in one (:func:`run_one_pass`):
+    the same measurement stage and products as the two-pass run, no calibrated
+    frames. Returns ``(RegistrationResult, register stage fingerprint)``."""
+    from .calibrate import output_name
+    from .fingerprint import Stage, fingerprint
+    from .stack import _cal_key, _cal_params, _calibrated_reference, _log_rows, _measure_stage
+
+    cal_key = _cal_key(masters_key, lights, calibrate, stack)
+    taken: set = set()
+    names = [work / f"calibrated_{tag}" / output_name(it.light, taken) for it in items]
+    reg_params = _calibrated_reference(register, items, names)
+    measure = _measure_stage(work, tag, cal_key, register)
+    measure.open()
+    debayer_method = calibrate.debayer_method if late_debayer else "rcd"
+    equalize = calibrate.equalize_cfa and late_debayer
+    stage = Stage(work / f"registered_{tag}", f"[{tag}] register", fingerprint(
+        "register", measure.key, register.to_dict(), reg_params.reference, debayer_method,
+        equalize, "one pass"), products="*")
+    stage.open()
+    reg = run_one_pass(items, names, stage.folder, measure.folder, master_set,
+                       _cal_params(calibrate, late_debayer), calibrate, reg_params, register,
+                       debayer_method, equalize, progress=progress, cancel=cancel,
+                       logger=logger)
+    measure.finish()
+    stage.finish(accepted=reg.n_accepted)
+    logger(measure.describe())
+    logger(stage.describe())
+    _log_rows(tag, reg, logger)
+    return reg, stage.key

@@ -268,51 +268,6 @@ def _cal_key(masters_key: str, lights: list, calibrate: CalibrateParams, stack) 
                        calibrate.to_dict(), stack.float16)
 
 
-def _one_pass(plan: StackPlan, lights: list, register: RegisterParams, client,
-              choice) -> bool:
-    """One pass per light (:mod:`.onepass`): when the reference is one of these lights
-    and the session has no calibration frames (``choice`` None = that rule; True/False:
-    always/never, where possible). Not on a Dask cluster."""
-    if not register.reference or client is not None or choice is False:
-        return False
-    want = os.path.realpath(register.reference)
-    if not any(os.path.realpath(f.path) == want for f in lights):
-        return False  # an external reference (or another filter's light): two passes
-    return True if choice else not plan.calibration_frames
-
-
-def _stage_one_pass(tag: str, lights: list, items: list, master_set, masters_key: str,
-                    work: Path, stack: StackParams, calibrate: CalibrateParams,
-                    register: RegisterParams, late_debayer: bool, progress, cancel, logger):
-    """Calibrated and registered lights in one pass each (:mod:`.onepass`): the same
-    measurement stage and products as the two-pass run, no calibrated frames."""
-    from .calibrate import output_name
-    from .onepass import run_one_pass
-
-    cal_key = _cal_key(masters_key, lights, calibrate, stack)
-    taken: set = set()
-    names = [work / f"calibrated_{tag}" / output_name(it.light, taken) for it in items]
-    reg_params = _calibrated_reference(register, items, names)
-    measure = _measure_stage(work, tag, cal_key, register)
-    measure.open()
-    debayer_method = calibrate.debayer_method if late_debayer else "rcd"
-    equalize = calibrate.equalize_cfa and late_debayer
-    stage = Stage(work / f"registered_{tag}", f"[{tag}] register", fingerprint(
-        "register", measure.key, register.to_dict(), reg_params.reference, debayer_method,
-        equalize, "one pass"), products="*")
-    stage.open()
-    reg = run_one_pass(items, names, stage.folder, measure.folder, master_set,
-                       _cal_params(calibrate, late_debayer), calibrate, reg_params, register,
-                       debayer_method, equalize, progress=progress, cancel=cancel,
-                       logger=logger)
-    measure.finish()
-    stage.finish(accepted=reg.n_accepted)
-    logger(measure.describe())
-    logger(stage.describe())
-    _log_rows(tag, reg, logger)
-    return reg, stage.key
-
-
 def _calibrated_reference(register: RegisterParams, items: list, names: list) -> RegisterParams:
     """The user names a raw light; registration sees its calibrated version."""
     if register.reference:
@@ -478,6 +433,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
     from .calibrate import plan_calibration
     from .inputs import check_output_dir, check_output_file
     from .integrate import coverage_name, write_rejection_maps
+    from .onepass import stage_one_pass, use_one_pass
     from .steps import apply_workers
 
     output = Path(output)
@@ -542,8 +498,8 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
             tag = filt or "none"
             items = plan_calibration(lights, master_set, calibrate)
             t0 = time.perf_counter()
-            if _one_pass(plan, lights, register, client, one_pass):
-                reg, reg_key = _stage_one_pass(
+            if use_one_pass(plan, lights, register, client, one_pass):
+                reg, reg_key = stage_one_pass(
                     tag, lights, items, master_set, masters_key, work, stack, calibrate,
                     register, late, stage(lo, lo + 0.75 * span, f"calibrate+register {tag}"),
                     cancel, logger)
