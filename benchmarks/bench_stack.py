@@ -13,6 +13,8 @@ both stacks against the truth (FWHM, noise at equal FWHM, leftovers, grid offset
 Real lights-only sessions (``--seestar``): the Seestar S50 sessions of
 ``../shared/data`` (M94 session 1, session 2, both together; NGC 7023), each a folder
 of links to the raw frames under ``$BENCH_DATA/seestar``, the same folder for both tools.
+With ``--reference`` and no calibration frames our run takes the one-pass flow
+(``pipeline/onepass.py``: only registered frames are written).
 
 The I/O floor of each session (``io_floor``): the time to read every input file once
 and write a file of the stack's size, in this process, files in the page cache as
