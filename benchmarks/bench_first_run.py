@@ -9,8 +9,8 @@ folder ``bench_stack.py --seestar`` makes under ``$BENCH_DATA/seestar``) stacked
   compiles), then a warm run with the same folder; alternating, median of ``--reps``.
 * **README install + warm-up** (``--warm-up``): the same, with
   ``python -m napari_astro.pipeline.warmup`` run after the install (what
-  ``tools/install.sh`` or the plugin's start-up does; its own time is given apart):
-  the first run then finds the kernels in the cache.
+  ``tools/install.sh`` should run, and the plugin's start-up in a subprocess; its own
+  time is given apart): the first run then finds the kernels in the cache.
 * **plain pip install** (``--pip-venv DIR``: ``python -m venv DIR`` and ``DIR/bin/pip
   install REPO``, the route napari's plugin manager takes; made once, reused): the
   same two runs with its ``napari-astro``.
@@ -20,8 +20,9 @@ folder ``bench_stack.py --seestar`` makes under ``$BENCH_DATA/seestar``) stacked
 
 Writes ``results/first_run.json`` and ``results/first_run.md`` (included in RESULTS.md
 by report.py); ``results/first_run.baseline.json``, if there, holds the compile
-profile from before issue 13's changes and is shown beside the new one. Goal: first
-run at most 1.5x the warm run.
+profile from before issue 13's changes and is shown beside the new one, and
+``results/first_run.notes.md`` (one-off measurements, by hand) is appended. Goal:
+first run at most 1.5x the warm run.
 
 Usage::
 
@@ -90,6 +91,10 @@ from measure import measure  # noqa: E402
 
 GOAL = 1.5
 BASELINE = common.RESULTS_DIR / "first_run.baseline.json"
+ROUTE_COLD = ".venv, no warm-up (empty cache)"
+ROUTE_README = ("README install (+ `python -m napari_astro.pipeline.warmup`, as install.sh "
+                "should run)")
+NOTES = common.RESULTS_DIR / "first_run.notes.md"  # hand-written, appended to the report
 
 
 def _session(data: Path) -> Path:
@@ -231,6 +236,8 @@ def markdown(rows: list[dict], info: dict, prof: dict | None, base: dict | None)
                 cells += ([f"`{_short(k[i][0])}`", f"{k[i][1]:.2f}"] if i < len(k) else ["", ""])
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
+    if NOTES.exists():
+        out += [NOTES.read_text().rstrip(), ""]
     return "\n".join(out)
 
 
@@ -253,10 +260,9 @@ def main(argv=None) -> int:
     session = _session(Path(a.data))
     info = common.machine_info()
     exe = Path(common.napari_astro_cmd()[0])
-    rows = [bench("README install (.venv, tools/install.sh)", exe, session, a.reps, work)]
+    rows = [bench(ROUTE_COLD, exe, session, a.reps, work)]
     if a.warm_up:
-        rows.append(bench("README install + warm-up", exe, session, a.reps, work,
-                          warm_up=True))
+        rows.append(bench(ROUTE_README, exe, session, a.reps, work, warm_up=True))
     if a.pip_venv:
         rows.append(bench("plain pip install (new venv)", _pip_venv(Path(a.pip_venv)),
                           session, a.pip_reps or a.reps, work))

@@ -27,7 +27,6 @@ class _Compiles(numba_event.Listener):
         pass
 
 
-@pytest.mark.slow
 def test_stack_after_warm_up_compiles_nothing(shared_data, tmp_path):
     from napari_astro.pipeline.stack import run_stack
 
@@ -57,13 +56,14 @@ def test_stack_after_warm_up_compiles_nothing(shared_data, tmp_path):
 
 def test_threaded_kernels_match_serial():
     from napari_astro.core.integration.combine import _compute_tile, _Plan
-    from napari_astro.core.integration.strategies import GESD, LinearFit, SigmaClip, Winsorized
+    from napari_astro.core.integration.strategies import LinearFit, Winsorized
 
     rng = np.random.default_rng(7)
     buf = rng.normal(1.0, 0.1, (7, 3, 11, 300)).astype(np.float32)
     buf[rng.random(buf.shape) < 0.03] = np.nan
     buf[rng.random(buf.shape) < 0.02] += 4.0
-    for rej in (Winsorized(), SigmaClip(low=2.0, high=2.0), LinearFit(), GESD()):
+    # Winsorized (the stack's default) and linear fit (which also moves indices)
+    for rej in (Winsorized(), LinearFit()):
         for combine in ("average", "median"):
             plan = _Plan.build(7, 3, rej, combine)
             threaded = _compute_tile(plan, buf, parallel=True)

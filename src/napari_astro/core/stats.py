@@ -9,6 +9,7 @@ correction, star detection, integration and display stretching.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,6 +28,7 @@ B3_LAYER1 = 0.889
 
 _POOL: "ThreadPoolExecutor | None" = None
 _POOL_SIZE = 0
+_POOL_PID = 0     # a forked child inherits the pool object but not its threads
 _POOL_LOCK = threading.Lock()
 
 
@@ -56,7 +58,7 @@ def run_in_threads(kernel, n: int, *args, start: int = 0, threads: int | None = 
     chunks_per_thread : int
         More chunks than threads balance rows of uneven cost.
     """
-    global _POOL, _POOL_SIZE
+    global _POOL, _POOL_SIZE, _POOL_PID
     if threads is None:
         import numba
 
@@ -69,10 +71,11 @@ def run_in_threads(kernel, n: int, *args, start: int = 0, threads: int | None = 
         return
     bounds = [start + n * i // nchunk for i in range(nchunk + 1)]
     with _POOL_LOCK:
-        if _POOL is None or _POOL_SIZE < threads:
+        if _POOL is None or _POOL_SIZE < threads or _POOL_PID != os.getpid():
             _POOL = ThreadPoolExecutor(max_workers=threads,
                                        thread_name_prefix="napari-astro-kernel")
             _POOL_SIZE = threads
+            _POOL_PID = os.getpid()
         pool = _POOL
     futures = [pool.submit(kernel, *args, bounds[i], bounds[i + 1]) for i in range(nchunk)]
     for f in futures:

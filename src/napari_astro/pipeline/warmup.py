@@ -186,21 +186,29 @@ def cache_is_warm() -> bool:
         return False
 
 
-def warm_in_subprocess(*, only_if_cold: bool = True, nice: int = 10) -> Optional[subprocess.Popen]:
+def warm_in_subprocess(*, only_if_cold: bool = True,
+                       nice: int = 10) -> Optional[subprocess.Popen]:
     """Fill numba's cache from a separate, lower-priority process (for napari).
 
-    Returns the process, or None when ``only_if_cold`` and the cache is warm. The
-    process outlives nothing: it exits when done (seconds when warm), and its output
-    is discarded.
+    Parameters
+    ----------
+    only_if_cold : bool
+        Start nothing when :func:`cache_is_warm`.
+    nice : int
+        Priority decrease of the process (0-19): it uses idle CPU only.
+
+    Returns
+    -------
+    subprocess.Popen or None
+        The process (it exits when done; its output is discarded), or None.
     """
     if only_if_cold and cache_is_warm():
         return None
-    kw = {}
-    if os.name == "posix":
-        kw["preexec_fn"] = lambda: os.nice(nice)
-    return subprocess.Popen([sys.executable, "-m", "napari_astro.pipeline.warmup", "-q"],
+    # the child lowers its own priority (no preexec_fn: unsafe in a threaded parent)
+    return subprocess.Popen([sys.executable, "-m", "napari_astro.pipeline.warmup", "-q",
+                             "--nice", str(int(nice))],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, **kw)
+                            stderr=subprocess.DEVNULL)
 
 
 def main(argv=None) -> int:
@@ -212,7 +220,11 @@ def main(argv=None) -> int:
     ap.add_argument("stages", nargs="*", default=list(STAGES),
                     help=f"stages to warm (default all: {' '.join(STAGES)})")
     ap.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    ap.add_argument("--nice", type=int, default=0,
+                    help="lower this process's priority by this much first (0-19)")
     a = ap.parse_args(argv)
+    if a.nice > 0 and hasattr(os, "nice"):
+        os.nice(a.nice)
     log = None if a.quiet else print
     s = warm_kernels(a.stages, log=log)
     if not a.quiet:
