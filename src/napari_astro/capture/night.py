@@ -106,6 +106,7 @@ class Night:
         self.sky: Sky | None = None
         self.on_target = False          # slewed (and centred) since the last connect
         self.slew_ha: float | None = None   # hour angle at the last slew
+        self.flipped = False                # flipped since the last slew (once per side)
         self.guide: Any = None
         self._calibrated = False
         self.stopped: str | None = None  # why the lights stopped (altitude, timeout)
@@ -211,6 +212,7 @@ class Night:
             self.r.slew_to_target(centre=self.s.centre if centre is None else centre)
         if self.sky is not None:
             self.slew_ha = self.sky.hour_angle()
+        self.flipped = False
         self.on_target = True
 
     def recentre(self, why: str) -> None:
@@ -226,6 +228,8 @@ class Night:
     def _flip_side(self) -> bool:
         """True while the mount is on the side that must flip (pointing east of the
         meridian: INDI's PIER_WEST, or slewed there before the meridian)."""
+        if self.flipped:                     # once: a mount that kept its side is not
+            return False                     # sent through the flip again and again
         pier = self.r.eq.mount.pier_side()
         if pier is not None:
             return pier == "W"
@@ -259,6 +263,7 @@ class Night:
             if self.guide is not None:
                 self.guide.flip()
         self.slew_ha = self.sky.hour_angle()
+        self.flipped = True
         if self.s.centre or self._recentring():
             self._recentre_due = False          # centred on the new side just now
         after = m.pier_side()

@@ -478,8 +478,11 @@ class SequenceRunner:
         self._with_recovery(lambda: self.setup(connect=False))
         done = len(self.done_frames())
         report(self.progress, done, total, f"{done} of {total} frames on disk", self.cancel)
-        for li, ln in enumerate(self.seq.lines):
-            self._with_recovery(lambda: self._run_line(li, ln, total))
+        try:
+            for li, ln in enumerate(self.seq.lines):
+                self._with_recovery(lambda: self._run_line(li, ln, total))
+        finally:
+            self.night.stop_guiding()      # also on Ctrl-C or an error: no guiding left on
         self._with_recovery(self._finish)
         return self.done_frames()
 
