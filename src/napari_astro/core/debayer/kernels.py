@@ -89,7 +89,7 @@ def _bilinear_kernel(cfa, cf, out, border):
 
 @njit(cache=True, nogil=True)
 def _superpixel_kernel_rows(cfa, cf, out, i0, i1):
-    h2, w2 = out.shape[1], out.shape[2]
+    w2 = out.shape[2]
     for i in range(i0, i1):
         for j in range(w2):
             g = np.float32(0.0)

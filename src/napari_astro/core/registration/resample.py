@@ -62,7 +62,7 @@ def _warp_rows(src, minv, out, footprint, lut, radius, nlut, clamp, src_mask, ou
     Weights come from a 2048-step table, ~3x faster than evaluating sin() per tap.
     """
     nc, h, w = src.shape
-    ho, wo = out.shape[1], out.shape[2]
+    wo = out.shape[2]
     ntap = 2 * radius
     use_mask = src_mask.shape[0] == h
     for yo in range(i0, i1):
@@ -145,7 +145,6 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
     ``transposed`` (C, H_out, n_rows) indexed ``[c, yo, y - ylo]`` (``p = yo``).
     """
     nc, h, w = src.shape
-    n_outer = tmp_img.shape[1]
     n_inner = tmp_img.shape[2]
     ntap = 2 * radius
     for r in range(i0, i1):
@@ -204,7 +203,7 @@ def _pass_cols_rows(tmp_img, transposed, ylo, src, minv, out, footprint, lut, ra
     (fewer concurrent memory streams: 0.09 -> 0.06 s for this pass).
     """
     nc, h, w = src.shape
-    ho, wo = out.shape[1], out.shape[2]
+    wo = out.shape[2]
     ntap = 2 * radius
     use_mask = src_mask.shape[0] == h
     for yo in range(i0, i1):
