@@ -77,3 +77,23 @@ def test_threaded_kernels_match_serial():
 def test_unknown_stage_is_refused():
     with pytest.raises(ValueError, match="unknown warm-up stage"):
         warmup.warm_kernels(["calibrate", "bogus"])
+
+
+def test_plugin_discovery_starts_the_warm_up_check_in_a_thread(monkeypatch):
+    """napari's discovery of the plugin starts the cold-cache check off napari's thread;
+    the check calls warm_in_subprocess(only_if_cold=True); the opt-out is honoured."""
+    import threading
+
+    import napari_astro
+
+    calls = []
+    monkeypatch.setattr(warmup, "warm_in_subprocess", lambda **kw: calls.append(kw))
+    monkeypatch.delenv("NAPARI_ASTRO_NO_WARMUP", raising=False)
+    napari_astro._warm_kernels_when_cold()
+    for t in threading.enumerate():
+        if t.name == "napari-astro-warmup-check":
+            t.join(30)
+    assert calls == [{"only_if_cold": True}]
+    monkeypatch.setenv("NAPARI_ASTRO_NO_WARMUP", "1")
+    napari_astro._warm_kernels_when_cold()
+    assert calls == [{"only_if_cold": True}]

@@ -25,7 +25,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -U pip
 .venv/bin/python -m pip install -q -e ".[all,testing]"
 echo "napari-astro installed in $(pwd)/.venv"
-# Compile the numba kernels now (a tiny simulated night, full and lights-only), so the
-# first real stack after installing is not a compile run (measured: 12x a warm run).
-.venv/bin/python -c "from napari_astro.pipeline.stack import warm_up; print(f'kernels compiled in {warm_up():.0f} s')" \
+# Compile the numba kernels now (each stack kernel once, on tiny inputs of a real run's
+# types), so the first real stack after installing is not a compile run.
+.venv/bin/python -m napari_astro.pipeline.warmup \
     || echo "warm-up failed: the kernels will compile on first use"

@@ -21,6 +21,31 @@ def _prefer_our_reader_when_napari_discovers_us() -> None:
         from ._reader import prefer_napari_astro
 
         prefer_napari_astro()
+        _warm_kernels_when_cold()
+
+
+def _warm_kernels_when_cold() -> None:
+    """After a plain ``pip install`` (napari's plugin manager) numba's cache is empty and
+    the first stack would compile its kernels. At discovery a daemon thread checks the
+    cache (importing numba there, not in napari's start-up) and, only when it is cold,
+    starts :func:`napari_astro.pipeline.warmup.warm_in_subprocess`: a separate
+    low-priority process, so napari never waits. ``NAPARI_ASTRO_NO_WARMUP=1`` turns
+    it off."""
+    import os
+    import threading
+
+    if os.environ.get("NAPARI_ASTRO_NO_WARMUP"):
+        return
+
+    def check() -> None:
+        try:
+            from .pipeline.warmup import warm_in_subprocess
+
+            warm_in_subprocess(only_if_cold=True)
+        except Exception:  # noqa: BLE001 - a warm-up is an optimisation, never an error
+            pass
+
+    threading.Thread(target=check, name="napari-astro-warmup-check", daemon=True).start()
 
 
 _prefer_our_reader_when_napari_discovers_us()
