@@ -58,7 +58,8 @@ def test_sidereal_time_altitude_and_rise_time_agree_with_astropy():
     for ha0 in (-8.0, -6.5, 6.0):
         assert altitude(ha0, 20.0, 40.0) < 30.0
         wait = seconds_to_altitude(ha0, 20.0, 40.0, 30.0)
-        assert altitude(ha0 + wait * SIDEREAL_RATE / 3600, 20.0, 40.0) == pytest.approx(30.0, abs=1e-6)
+        after = altitude(ha0 + wait * SIDEREAL_RATE / 3600, 20.0, 40.0)
+        assert after == pytest.approx(30.0, abs=1e-6)
         assert wait * SIDEREAL_RATE / 3600 < 24
     assert seconds_to_altitude(0.0, 20.0, 40.0, 30.0) == 0.0          # above it now
     assert seconds_to_altitude(0.0, -60.0, 40.0, 0.0) is None           # never rises
@@ -152,7 +153,8 @@ def _write(tmp_path, settings: str, lines: str):
     return load_sequence(f)
 
 
-LIGHT_BIAS = '[[line]]\ntype = "light"\nexposure = 0.2\ncount = 2\n\n[[line]]\ntype = "bias"\ncount = 1\n'
+LIGHT_BIAS = ('[[line]]\ntype = "light"\nexposure = 0.2\ncount = 2\n\n'
+              '[[line]]\ntype = "bias"\ncount = 1\n')
 
 
 @NEEDS_SIM
@@ -168,7 +170,8 @@ def test_lights_wait_for_the_target_to_rise(rig, tmp_path):
     rate = (sky.altitude(60) - sky.altitude()) / 60
     assert rate > 0.002
     limit = sky.altitude() + 4.0 * rate          # four seconds from now
-    seq = _write(tmp_path, f"slew = false\nmin_altitude = {limit:.5f}\nwait_timeout = 0.01", LIGHT_BIAS)
+    seq = _write(tmp_path, f"slew = false\nmin_altitude = {limit:.5f}\nwait_timeout = 0.01",
+                 LIGHT_BIAS)
     t0 = time.time()
     runner = SequenceRunner(seq, client, tmp_path / "out")
     frames = runner.run()
@@ -210,8 +213,9 @@ def test_lights_stop_when_the_target_is_low_and_a_later_run_takes_them(rig, tmp_
     assert not (tmp_path / "never").exists()
     # a target that rises after wait_timeout: skipped at once with the reason
     _put_target_at(eq, -3.0)
-    seq = _write(tmp_path, f"slew = false\nmin_altitude = {Sky(TARGET, eq.mount.site()).altitude() + 5:.3f}"
-                 "\nwait_timeout = 0.1", LIGHT_BIAS)
+    later = Sky(TARGET, eq.mount.site()).altitude() + 5
+    seq = _write(tmp_path, f"slew = false\nmin_altitude = {later:.3f}\nwait_timeout = 0.1",
+                 LIGHT_BIAS)
     t0 = time.monotonic()
     late = SequenceRunner(seq, client, tmp_path / "out2")
     assert len(late.run()) == 1 and "wait_timeout" in late.stopped

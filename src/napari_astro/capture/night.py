@@ -55,7 +55,8 @@ def altitude(ha_h: float, dec_deg: float, lat_deg: float) -> float:
     return math.degrees(math.asin(max(-1.0, min(1.0, s))))
 
 
-def seconds_to_altitude(ha_h: float, dec_deg: float, lat_deg: float, alt_deg: float) -> float | None:
+def seconds_to_altitude(ha_h: float, dec_deg: float, lat_deg: float,
+                        alt_deg: float) -> float | None:
     """Seconds until a rising target reaches ``alt_deg`` (0 if above it now; None if it
     never does)."""
     if altitude(ha_h, dec_deg, lat_deg) >= alt_deg:
@@ -257,7 +258,8 @@ class Night:
     def flip(self) -> None:
         m = self.r.eq.mount
         before = m.pier_side()
-        self.r.log(f"meridian flip (hour angle {self.sky.hour_angle() * 60:+.1f} min, pier {before})")
+        self.r.log(f"meridian flip (hour angle {self.sky.hour_angle() * 60:+.1f} min, "
+                   f"pier {before})")
         with self.guiding_paused():
             self.r.slew_to_target(centre=self.s.centre or self._recentring())
             if self.guide is not None:
