@@ -236,7 +236,7 @@ class Night:
             return pier == "W"
         return self.slew_ha is not None and self.slew_ha < 0
 
-    def _meridian(self, exposure: float) -> None:
+    def meridian(self, exposure: float) -> None:
         """Flip when the target is ``flip_after`` minutes past the meridian; with
         ``flip_pause`` a light that would end past that point waits for the flip."""
         if not self.s.meridian_flip or self.sky is None or self.r.eq.mount is None:
@@ -387,7 +387,7 @@ class Night:
         if self._recentre_due:
             self._recentre_due = False
             self.recentre("drift")
-        self._meridian(exposure)          # last: nothing may delay the light after it
+        self.meridian(exposure)           # last: nothing may delay the light after it
         return True
 
     def begin_lights(self) -> None:

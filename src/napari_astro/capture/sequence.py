@@ -521,6 +521,7 @@ class SequenceRunner:
                     dx, dy = self.dither()
                     self.dithers.append((len(self.done_frames()), dx, dy))
                     self.lights_since_dither = 0
+                    self.night.meridian(seconds)   # a long settle may have reached it
                 name = frames.get(key)
                 if name is None:   # decided once: a re-shot frame keeps its name
                     name = frame_name(self.seq.settings.pattern, object=self.seq.settings.object,
