@@ -316,24 +316,31 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
                       mask=mask)
 
 
-@numba.njit(cache=True, parallel=True)
-def _int_to_float32(a, out, bscale, bzero, inv):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True)
+def _int_to_float32(a, out, bscale, bzero, inv, i0, i1):  # pragma: no cover - compiled
     # One pass, float64 arithmetic, one rounding: exact to float32 for every integer
-    # type. 0.7 ms vs 1.5 ms for numpy's xor/astype/multiply chain on 1920x1080 uint16.
-    for i in numba.prange(a.size):
+    # type (serial over [i0, i1), run in threads by core.stats.run_in_threads).
+    for i in range(i0, i1):
         out[i] = np.float32((np.float64(a[i]) * bscale + bzero) * inv)
 
 
-@numba.njit(cache=True, parallel=True)
-def _swapped_int16_to_float32(a, out, bscale, bzero, inv):  # pragma: no cover - compiled
+@numba.njit(cache=True, nogil=True)
+def _swapped_int16_to_float32(a, out, bscale, bzero, inv, i0, i1):  # pragma: no cover
     # ``a``: big-endian int16 read as native uint16 (bytes swapped); the byte swap,
     # BZERO/BSCALE and normalisation in one pass, same arithmetic as _int_to_float32
-    for i in numba.prange(a.size):
+    for i in range(i0, i1):
         u = np.int64(a[i])
         v = ((u & 0xFF) << 8) | (u >> 8)
         if v >= 32768:
             v -= 65536
         out[i] = np.float32((np.float64(v) * bscale + bzero) * inv)
+
+
+def _convert(kernel, a: np.ndarray, out: np.ndarray, bscale: float, bzero: float,
+             inv: float) -> None:
+    from ..stats import run_in_threads
+
+    run_in_threads(kernel, a.size, a, out, float(bscale), float(bzero), float(inv))
 
 
 def _read_plain(path: Path, offset: int, hdr: fits.Header) -> "np.ndarray | None":
@@ -360,7 +367,7 @@ def _read_plain(path: Path, offset: int, hdr: fits.Header) -> "np.ndarray | None
         return None
     if bitpix == 16:
         out = np.empty(n, dtype=np.float32)
-        _swapped_int16_to_float32(raw, out, bscale, bzero, 1.0 / 65535.0)
+        _convert(_swapped_int16_to_float32, raw, out, bscale, bzero, 1.0 / 65535.0)
         return out
     if sys.byteorder == "little":
         raw.byteswap(inplace=True)
@@ -393,7 +400,7 @@ def _to_float01(raw: np.ndarray, hdr: fits.Header) -> np.ndarray:
         arr = np.ascontiguousarray(raw, dtype=raw.dtype.newbyteorder("="))
         out = np.empty(arr.shape, dtype=np.float32)
         inv = 1.0 / _scale_for(hdr, arr.dtype) if bitpix > 0 else 1.0
-        _int_to_float32(arr.reshape(-1), out.reshape(-1), bscale, bzero, inv)
+        _convert(_int_to_float32, arr.reshape(-1), out.reshape(-1), bscale, bzero, inv)
         return out
     if bscale != 1.0 or bzero != 0.0:
         return (raw.astype(np.float64) * bscale + bzero).astype(np.float32)
