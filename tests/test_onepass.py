@@ -169,3 +169,20 @@ def test_one_pass_with_masters_and_external_reference(night, tmp_path):
               one_pass=True)
     assert "in one pass" not in (tmp_path / "ext.log").read_text()
     assert list((tmp_path / "ext.fits.work").glob("calibrated_*/*.fits"))
+
+
+def test_rejected_frames_are_not_redone(night, tmp_path):
+    """A frame rejected relative to the session has no registered file: a re-run of a
+    finished one-pass stage must not take it for unfinished work."""
+    lights, truth = night
+    reg = RegisterParams(reference=str(truth.lights[2]), max_fwhm_ratio=1.0)
+    res = run_stack([lights], tmp_path / "r.fits", register=reg)
+    rows = res.quality[""]
+    rejected = [r for r in rows if not r["accepted"]]
+    assert rejected and all(r["output"] is None for r in rejected)
+    rdir = next((tmp_path / "r.fits.work").glob("registered_*"))
+    assert len(list(rdir.glob("r_*.fits"))) == len(rows) - len(rejected)
+    run_stack([lights], tmp_path / "r.fits", register=reg, overwrite=True)
+    log = (tmp_path / "r.log").read_text()
+    assert _said(log, "[none] register") == "reused" and "calibrating" not in log
+

@@ -134,11 +134,13 @@ class OnePassSink:
 
 def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_set,
                  cal_params, calibrate, reg_params: RegisterParams, register: RegisterParams,
-                 debayer_method: str, equalize: bool, *, progress, cancel, logger):
+                 debayer_method: str, equalize: bool, *, progress, cancel, logger,
+                 no_output: "set[str]" = frozenset()):
     """Calibrate and register the lights of ``items`` (PlanItems) in one pass each into
     ``rdir``; ``names`` are the calibrated paths the two-pass run would write (the
-    registration rows and HISTORY name them). Returns the
-    :class:`.register.RegistrationResult`."""
+    registration rows and HISTORY name them). ``no_output``: names of the frames a
+    finished run rejected (no registered file by design, not to be redone). Returns
+    the :class:`.register.RegistrationResult`."""
     from .calibrate import calibrate_lights
     from .register import _pool, register_frames
 
@@ -149,7 +151,8 @@ def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_
     base = [p.name for p in names]
     sink = OnePassSink(base, rdir, mdir, ref, reg_params, register, debayer_method, equalize)
     done = [k for k in range(len(names))
-            if sink.target(k).exists() and load_measurement(mdir, base[k]) is not None]
+            if (sink.target(k).exists() or base[k] in no_output)
+            and load_measurement(mdir, base[k]) is not None]
     if len(done) < len(names):
         logger(f"calibrating and registering {len(names) - len(done)} lights in one pass "
                f"({len(done)} reused)")
@@ -201,12 +204,14 @@ def stage_one_pass(tag: str, lights: list, items: list, master_set, masters_key:
         "register", measure.key, register.to_dict(), reg_params.reference, debayer_method,
         equalize, "one pass"), products="*")
     stage.open()
+    rejected = set(stage.info().get("no_output", [])) if stage.reused else set()
     reg = run_one_pass(items, names, stage.folder, measure.folder, master_set,
                        _cal_params(calibrate, late_debayer), calibrate, reg_params, register,
                        debayer_method, equalize, progress=progress, cancel=cancel,
-                       logger=logger)
+                       logger=logger, no_output=rejected)
     measure.finish()
-    stage.finish(accepted=reg.n_accepted)
+    stage.finish(accepted=reg.n_accepted,
+                 no_output=[row["name"] for row in reg.rows if not row["accepted"]])
     logger(measure.describe())
     logger(stage.describe())
     _log_rows(tag, reg, logger)
