@@ -648,29 +648,9 @@ def cli_stack(args) -> int:
 
 
 def warm_up(folder: "os.PathLike | str | None" = None) -> float:
-    """Compile (or load from numba's cache) the kernels a stack run uses, once.
+    """Compile (or load from numba's cache) the kernels a stack run uses, once:
+    :func:`napari_astro.pipeline.warmup.warm_kernels` (each kernel on tiny inputs of a
+    real run's types; ``folder`` is no longer used). Returns the seconds it took."""
+    from .warmup import warm_kernels
 
-    Runs the whole pre-processing on a tiny simulated one-shot-colour night (256x192
-    px, 3 lights, 3 bias/dark/flat frames), then on its lights alone (the smart
-    telescope's case: no masters, bad pixels voted by the lights), in a temporary
-    folder (or ``folder``): the kernels see the argument types of a real run, so a
-    first real run after this finds them in numba's cache instead of compiling
-    (an install script, or a plugin starting up in a background thread, calls it).
-
-    Returns
-    -------
-    float
-        Seconds it took (a few when the cache is warm).
-    """
-    import tempfile
-
-    from ..core.simulate import NightParams, simulate_night
-
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        night = Path(tmp) / "night"
-        simulate_night(night, NightParams(width=256, height=192, n_lights=3, n_darks=3,
-                                          n_flats=3, n_biases=3, seed=5))
-        run_stack([night], Path(tmp) / "full.fits")
-        run_stack([night / "lights"], Path(tmp) / "lights_only.fits")
-    return time.perf_counter() - t0
+    return warm_kernels()

@@ -157,6 +157,9 @@ class StackParams(StepParams):
     skip_bad: bool = param(False, help="skip unreadable or unclassifiable files")
     float16: bool = param(False, help="16-bit calibrated intermediates (half the disk)")
     clean: bool = param(False, help="delete the work folder at the end")
+    one_pass: Literal["auto", "always", "never"] = param(
+        "auto", help="calibrate and register each light in one pass, writing only the "
+        "registered frame (auto: with --reference and no calibration frames)")
     rgb: Optional[str] = param(None, help="R,G,B filter names: combine mono stacks to colour",
                                cli="--rgb")
 
