@@ -90,6 +90,7 @@ class Guider:
         self.exposure, self.aggressiveness = exposure, aggressiveness
         self.integral = integral
         self._sum = np.zeros(2)                   # integrated error [ms of pulse]
+        self._moved = False                       # lock moved (dither), star not there yet
         self.min_move, self.hysteresis, self.calibration_ms = min_move, hysteresis, calibration_ms
         self.box = box
         self.log = log or (lambda m: None)
@@ -179,31 +180,47 @@ class Guider:
     lost_snr = 8.0
 
     def measure(self) -> np.ndarray:
-        """The guide star's position in a new frame (centroid in a box)."""
+        """The guide star's position in a new frame.
+
+        In the box around its last position: the significant peak nearest to that
+        position, then the intensity-weighted centroid of that peak's own blob (the
+        connected pixels 3 noise levels above the sky). Only the star's own pixels
+        count: a centroid over the whole box is pulled by every neighbour that enters
+        it, and the pull grows as the box follows the pulled centroid (in a crowded
+        field such as M 45 a 3 px dither then ran away by tens of px).
+        """
         from scipy import ndimage
 
         img = self._frame()
         b = self.box
         x, y = self.star
         h, w = img.shape
-        for _ in range(2):   # re-centre the box once: the star may have moved
-            x0, y0 = int(round(x)) - b, int(round(y)) - b
-            x0, y0 = min(max(x0, 0), w - 2 * b - 1), min(max(y0, 0), h - 2 * b - 1)
-            cut = img[y0:y0 + 2 * b + 1, x0:x0 + 2 * b + 1]
-            f = cut - np.median(cut)
-            # lost (clouds, a slew, a wrong pulse): nothing in the box stands
-            # ``lost_snr`` noise levels above the sky once lightly smoothed
-            sm = ndimage.uniform_filter(f, 3)
-            noise = 1.4826 * float(np.median(np.abs(sm - np.median(sm)))) or 1e-3
-            if float(sm.max()) - float(np.median(sm)) < self.lost_snr * noise:
-                raise GuideError(f"guide star lost (nothing {self.lost_snr:.0f} sigma above the sky "
-                                 f"within {b} px of ({x:.1f}, {y:.1f}))")
-            f = np.where(f > 3 * max(np.std(cut[f < np.percentile(f, 80)]), 1e-3), f, 0.0)
-            if f.sum() <= 0:
-                raise GuideError("guide star lost")
-            yy, xx = np.mgrid[0:cut.shape[0], 0:cut.shape[1]]
-            x, y = x0 + (f * xx).sum() / f.sum(), y0 + (f * yy).sum() / f.sum()
-        self.star = np.array([x, y])
+        x0, y0 = int(round(x)) - b, int(round(y)) - b
+        x0, y0 = min(max(x0, 0), max(w - 2 * b - 1, 0)), min(max(y0, 0), max(h - 2 * b - 1, 0))
+        cut = img[y0:y0 + 2 * b + 1, x0:x0 + 2 * b + 1]
+        f = cut - np.median(cut)
+        # lost (clouds, a slew, a wrong pulse): nothing in the box stands
+        # ``lost_snr`` noise levels above the sky once lightly smoothed
+        sm = ndimage.uniform_filter(f, 3)
+        base = float(np.median(sm))
+        noise = 1.4826 * float(np.median(np.abs(sm - base))) or 1e-3
+        level = base + self.lost_snr * noise
+        if float(sm.max()) < level:
+            raise GuideError(f"guide star lost (nothing {self.lost_snr:.0f} sigma above the sky "
+                             f"within {b} px of ({x:.1f}, {y:.1f}))")
+        ys, xs = np.nonzero((sm == ndimage.maximum_filter(sm, 5)) & (sm >= level))
+        i = int(np.argmin(np.hypot(xs + x0 - x, ys + y0 - y)))
+        py, px = int(ys[i]), int(xs[i])
+        sky = max(float(np.std(cut[f < np.percentile(f, 80)])), 1e-3)
+        labels, _ = ndimage.label(f > 3 * sky)
+        blob = labels == labels[py, px] if labels[py, px] else np.zeros(f.shape, bool)
+        if not blob.any():   # a peak of the smoothed frame over a dip: its 3x3 pixels
+            blob[max(py - 1, 0):py + 2, max(px - 1, 0):px + 2] = True
+        wgt = np.where(blob, np.clip(f, 0.0, None), 0.0)
+        if wgt.sum() <= 0:
+            raise GuideError("guide star lost")
+        yy, xx = np.mgrid[0:cut.shape[0], 0:cut.shape[1]]
+        self.star = np.array([x0 + (wgt * xx).sum() / wgt.sum(), y0 + (wgt * yy).sum() / wgt.sum()])
         return self.star
 
     # -- calibration and guiding ------------------------------------------------------------
@@ -256,10 +273,15 @@ class Guider:
         corr = -self.aggressiveness * ((1 - self.hysteresis) * ms + self.hysteresis * self._last)
         self._last = corr / -max(self.aggressiveness, 1e-9)
         # integral term: a steady drift (periodic error between its turning points,
-        # polar misalignment) is learnt and corrected ahead; errors over 2 px (a dither,
-        # a gust) are left out of it (no wind-up)
+        # polar misalignment) is learnt and corrected ahead; errors over 2 px (a gust)
+        # and those on the way to a dithered lock (until within 1 px of it) are left
+        # out of it: a dither's step is no drift (integrated, it overshot the new lock
+        # and broke the settling streak)
+        if self._moved and math.hypot(ra_px, dec_px) <= 1.0:
+            self._moved = False
         small = np.abs([ra_px, dec_px]) <= 2.0
-        self._sum = self._sum + np.where(small, ms, 0.0)
+        if not self._moved:
+            self._sum = self._sum + np.where(small, ms, 0.0)
         corr = corr - self.integral * self._sum
         for value, (pos_dir, neg_dir), vec in ((corr[0], ("W", "E"), self.ra_vec),
                                                (corr[1], ("N", "S"), self.dec_vec)):
@@ -275,10 +297,16 @@ class Guider:
             self.step()
         return GuideStats(self.stats.ra[start:], self.stats.dec[start:])
 
+    def move_lock(self, dx: float, dy: float) -> None:
+        """Move the lock position by (dx, dy) px (a dither): the integral term waits
+        until the star is within 1 px of the new lock."""
+        self.lock = self.lock + np.array([dx, dy])
+        self._moved = True
+
     def dither(self, dx: float, dy: float, *, settle_px: float = 1.0, timeout_frames: int = 20) -> int:
         """Move the lock position by (dx, dy) px and guide until the star is within
         ``settle_px`` of it; returns the frames it took."""
-        self.lock = self.lock + np.array([dx, dy])
+        self.move_lock(dx, dy)
         for n in range(1, timeout_frames + 1):
             ra, dec = self.step()
             if math.hypot(ra, dec) <= settle_px:
@@ -440,7 +468,7 @@ class GuideLoop:
         angle = float(rng.uniform(0.0, 2.0 * math.pi))
         dx, dy = pixels * math.cos(angle), pixels * math.sin(angle)
         with self._busy:
-            self.guider.lock = self.guider.lock + np.array([dx, dy])
+            self.guider.move_lock(dx, dy)
             with self._cv:
                 n0 = len(self._times)
         self.log(f"dither by ({dx:+.2f}, {dy:+.2f}) px")
