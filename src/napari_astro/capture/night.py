@@ -349,23 +349,33 @@ class Night:
         from .guide import GuideError
 
         s = self.s
+        t0 = time.monotonic()
         try:
-            return self.guide.dither(s.dither_pixels, settle_px=s.settle_px,
-                                     settle_time=s.settle_time, timeout=s.settle_timeout,
-                                     rng=self.r.rng)
+            dx, dy = self.guide.dither(s.dither_pixels, settle_px=s.settle_px,
+                                       settle_time=s.settle_time, timeout=s.settle_timeout,
+                                       rng=self.r.rng)
         except GuideError as exc:
             self.r.log(f"dither did not settle ({exc}); going on")
+            self._event(("dither_unsettled", self.lights, str(exc)))
             return (float("nan"), float("nan"))
+        took = time.monotonic() - t0
+        self.r.log(f"dither ({dx:+.2f}, {dy:+.2f}) guide px settled in {took:.1f} s")
+        self._event(("dither", self.lights, (float(dx), float(dy), took)))
+        return dx, dy
 
     def guide_rms(self, exposure: float) -> float | None:
+        """RMS guide error [guide px] over the light that just ended: the guide frames
+        of its last ``exposure`` s (plus one guide exposure: a frame ending in it began
+        before), at least the last frame. By time, not by a count of frames: guide
+        frames come slower than ``guide_exposure`` (download, pulses, a loaded
+        machine), and a count reached back into the settling before the light."""
         g = self.guide
-        if g is None or not getattr(g, "running", False):
+        if g is None or not getattr(g, "running", False) or not self.guide_steps:
             return None
-        try:
-            v = g.rms(last=max(1, int(round(exposure / max(self.s.guide_exposure, 1e-3)))))
-        except Exception:  # noqa: BLE001 - a header value is never worth a failed frame
-            return None
-        return None if v is None or not math.isfinite(v) else float(v)
+        since = time.monotonic() - exposure - self.s.guide_exposure
+        steps = [s for s in self.guide_steps if s[0] >= since] or self.guide_steps[-1:]
+        v = math.sqrt(sum(ra * ra + dec * dec for _, ra, dec in steps) / len(steps))
+        return v if math.isfinite(v) else None
 
     # -- around each light ------------------------------------------------------------------
     def before_light(self, exposure: float) -> bool:
