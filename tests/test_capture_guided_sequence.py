@@ -139,3 +139,26 @@ def test_guided_dithers_settle_and_move_the_lights(tmp_path):
     # guiding stopped at the end: no guide thread left
     assert not night.guide.running
     assert not [t for t in threading.enumerate() if t.name == "napari-astro-guide"]
+
+
+def test_guide_star_measured_alone_next_to_a_bright_neighbour_and_a_hot_pixel():
+    """The guider's centroid is the guide star's own: a 7x brighter star 15 px away
+    (inside the 24 px search box) and a hot pixel 7 px away do not pull it (a centroid
+    over the whole box landed 12 px off, on the neighbour's side)."""
+    import types
+
+    from napari_astro.capture.guide import Guider
+
+    yy, xx = np.mgrid[0:100, 0:100]
+
+    def star(x, y, peak):
+        return peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.2 ** 2))
+
+    img = 100 + np.random.default_rng(0).normal(0, 3, (100, 100)) + star(50.3, 50.6, 3000) \
+        + star(64.0, 58.0, 20000)
+    img[45, 44] = 5000.0
+    frame = types.SimpleNamespace(data=img.astype(np.float32), full_scale=65535.0)
+    cam = types.SimpleNamespace(expose=lambda *a, **k: frame)
+    g = Guider(cam, None, box=24)
+    g.star = np.array([49.0, 49.0])          # last position, 2 px off
+    assert np.allclose(g.measure(), (50.3, 50.6), atol=0.05)

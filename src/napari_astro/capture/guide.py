@@ -209,13 +209,20 @@ class Guider:
             raise GuideError(f"guide star lost (nothing {self.lost_snr:.0f} sigma above the sky "
                              f"within {b} px of ({x:.1f}, {y:.1f}))")
         ys, xs = np.nonzero((sm == ndimage.maximum_filter(sm, 5)) & (sm >= level))
-        i = int(np.argmin(np.hypot(xs + x0 - x, ys + y0 - y)))
-        py, px = int(ys[i]), int(xs[i])
         sky = max(float(np.std(cut[f < np.percentile(f, 80)])), 1e-3)
         labels, _ = ndimage.label(f > 3 * sky)
-        blob = labels == labels[py, px] if labels[py, px] else np.zeros(f.shape, bool)
-        if not blob.any():   # a peak of the smoothed frame over a dip: its 3x3 pixels
-            blob[max(py - 1, 0):py + 2, max(px - 1, 0):px + 2] = True
+        sizes = np.bincount(labels.ravel())
+        blob = None
+        # nearest first; a blob of 1-2 pixels (a hot pixel, a cosmic ray) is no star
+        for i in np.argsort(np.hypot(xs + x0 - x, ys + y0 - y)):
+            py, px = int(ys[i]), int(xs[i])
+            lab = labels[py, px]
+            if blob is None or (lab and sizes[lab] >= 3):
+                blob = labels == lab if lab else np.zeros(f.shape, bool)
+                if not lab:   # a peak of the smoothed frame over a dip: its 3x3 pixels
+                    blob[max(py - 1, 0):py + 2, max(px - 1, 0):px + 2] = True
+                if lab and sizes[lab] >= 3:
+                    break
         wgt = np.where(blob, np.clip(f, 0.0, None), 0.0)
         if wgt.sum() <= 0:
             raise GuideError("guide star lost")
