@@ -86,3 +86,52 @@ def test_exposure_arrives_with_full_headers_and_real_stars(rig, tmp_path):
     # integers kept exactly (16-bit with BZERO)
     from astropy.io import fits
     assert np.array_equal(fits.getdata(path), frame.data)
+
+
+def test_a_camera_that_never_delivers_times_out_naming_it(rig):
+    """With the driver saving images on its own disk (UPLOAD_LOCAL) no image ever reaches
+    the client: expose() aborts, tries again once, then fails naming the camera."""
+    import time
+
+    from napari_astro.capture.client import IndiError
+
+    _, client, eq = rig
+    client.set_switch("CCD Simulator", "UPLOAD_MODE", ["UPLOAD_LOCAL"])
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(IndiError, match=r"CCD Simulator: no image arrived within 2 s .*\(2 tries\)"):
+            eq.camera.expose(0.1, timeout=2.0, retries=1)
+        assert time.monotonic() - t0 < 15
+    finally:
+        client.set_switch("CCD Simulator", "UPLOAD_MODE", ["UPLOAD_CLIENT"])
+    assert eq.camera.expose(0.1).data.size > 0          # delivers again afterwards
+
+
+def test_capture_cli_says_which_device_failed_and_exits_2(tmp_path, monkeypatch, capsys):
+    """A device failure during a run (after the runner's own retries) ends the CLI with
+    exit 2 and one line naming the server and the device, not a traceback."""
+    from napari_astro import cli
+    from napari_astro.capture import cli as capture_cli
+    from napari_astro.capture.client import IndiError
+    from napari_astro.capture.sequence import SequenceRunner
+
+    seq = tmp_path / "s.toml"
+    seq.write_text('[sequence]\nobject = "t"\nmount = ""\n\n[[line]]\ntype = "bias"\ncount = 1\n')
+
+    class _Client:
+        def __init__(self, *a, **k): pass
+        def connect(self): return self
+        def disconnect(self): pass
+
+    def fail(self):
+        raise IndiError("CCD Simulator: no image arrived within 61 s of a 1 s exposure (2 tries)")
+
+    monkeypatch.setattr("napari_astro.capture.client.IndiClient", _Client)
+    monkeypatch.setattr(capture_cli, "check_devices", lambda client, seq: None)
+    monkeypatch.setattr(SequenceRunner, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(SequenceRunner, "check", lambda self: None)
+    monkeypatch.setattr(SequenceRunner, "run", fail)
+    code = cli.main(["capture", "--server", "localhost:1", str(seq), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("localhost:1: CCD Simulator: no image arrived") and "same -o" in err[0]

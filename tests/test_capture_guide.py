@@ -189,7 +189,7 @@ class _SkyCamera:
         self.clouds = False
         self.rng = np.random.default_rng(3)
 
-    def expose(self, seconds, kind="light", *, timeout=None):
+    def expose(self, seconds, kind="light", *, timeout=None, retries=0):
         import types
 
         time.sleep(0.005)

@@ -107,7 +107,7 @@ def cli_capture(args: argparse.Namespace) -> int:
 
 def _capture(args, seq, host, port) -> int:
     from ..core.progress import TqdmProgress
-    from .client import IndiClient
+    from .client import IndiClient, IndiError
     from .sequence import SequenceRunner
     from .server import SIMULATORS, IndiServer
 
@@ -126,7 +126,11 @@ def _capture(args, seq, host, port) -> int:
             runner = SequenceRunner(seq, client, args.output, progress=TqdmProgress("capture"),
                                     log=log)
             runner.check()       # the target resolves, the output folder is usable
-            frames = runner.run()
+            try:
+                frames = runner.run()
+            except IndiError as exc:   # a device that fails for good, a server gone
+                raise BadInputError(f"{host}:{port}", f"{exc}; the frames taken so far are "
+                                    f"kept: run again with the same -o to go on") from None
         finally:
             client.disconnect()
     finally:

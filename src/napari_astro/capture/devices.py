@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .client import IndiClient, IndiError
+from .client import ConnectionLost, IndiClient, IndiError
 
 __all__ = ["Camera", "GuideCamera", "GuideHead", "Mount", "Focuser", "FilterWheel", "LightPanel",
            "Frame", "Equipment"]
@@ -179,17 +179,33 @@ class Camera(_Device):
         return max(float(nv[0].getMin()), 0.0)
 
     # -- exposures ----------------------------------------------------------------
-    def expose(self, seconds: float, kind: str = "light", *, timeout: float | None = None) -> Frame:
+    def expose(self, seconds: float, kind: str = "light", *, timeout: float | None = None,
+               retries: int = 0) -> Frame:
         """Take one exposure and return it (IndiError if none arrives in time).
 
-        ``timeout`` defaults to the exposure + 60 s (download and a slow driver).
+        ``timeout`` [s] defaults to the exposure + 60 s (download and a slow driver).
+        ``retries``: when no image arrived in time, abort the exposure and expose again
+        up to this many times (the CCD simulator of indi 1.9.9 now and then delivers no
+        image when both of its chips expose at once); the error then says how many
+        tries. A dropped connection (ConnectionLost) is never retried here.
         """
+        wait = timeout if timeout is not None else seconds + 60.0
         self.set_frame_type(kind)
-        _chip_drain(self.client, self.name, self._chip)
-        self.client.set_number(self.name, f"{self.ccd}_EXPOSURE",
-                               {f"{self.ccd}_EXPOSURE_VALUE": float(seconds)})
-        blob = _chip_next(self.client, self.name, self._chip,
-                          timeout if timeout is not None else seconds + 60.0)
+        for attempt in range(int(retries) + 1):
+            _chip_drain(self.client, self.name, self._chip)
+            self.client.set_number(self.name, f"{self.ccd}_EXPOSURE",
+                                   {f"{self.ccd}_EXPOSURE_VALUE": float(seconds)})
+            try:
+                blob = _chip_next(self.client, self.name, self._chip, wait)
+                break
+            except ConnectionLost:
+                raise
+            except IndiError:
+                self.abort()
+                if attempt == int(retries):
+                    tries = f" ({attempt + 1} tries)" if attempt else ""
+                    raise IndiError(f"{self.name}: no image arrived within {wait:.0f} s of "
+                                    f"a {seconds:g} s exposure{tries}") from None
         if blob.format.lower() not in (".fits", ".fit", "fits"):
             raise IndiError(f"{self.name}: sent a {blob.format} image, not FITS")
         return parse_fits_blob(blob.data)

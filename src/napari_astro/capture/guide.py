@@ -103,7 +103,8 @@ class Guider:
 
     # -- measuring --------------------------------------------------------------------
     def _frame(self) -> np.ndarray:
-        frame = self.camera.expose(self.exposure, "light", timeout=self.exposure + 60)
+        # a lost guide image costs ~15 s and one retry, not a minute
+        frame = self.camera.expose(self.exposure, "light", timeout=self.exposure + 15, retries=1)
         self._full_scale = float(getattr(frame, "full_scale", 0.0) or 0.0)
         return frame.data.astype(np.float32)
 

@@ -393,7 +393,8 @@ class SequenceRunner:
             self.eq.wheel.select(ln.filter)
 
     def _expose(self, ln: LineParams, seconds: float, kind: str) -> Frame:
-        return self.eq.camera.expose(seconds, kind, timeout=seconds + self.seq.settings.exposure_timeout)
+        return self.eq.camera.expose(seconds, kind, timeout=seconds + self.seq.settings.exposure_timeout,
+                                     retries=1)
 
     def _header(self, ln: LineParams, frame: Frame, seconds: float):
         cam = self.eq.camera
