@@ -334,3 +334,48 @@ def test_refocus_when_the_hfr_grows(rig, tmp_path):
     assert abs(eq.focuser.position() - truth) <= 3000
     print(f"HFR {[round(v, 2) for v in h]} px, focus {eq.focuser.position()} (truth "
           f"{truth:.0f})")
+
+
+def test_refocus_is_due_after_the_temperature_changed_by_the_set_amount():
+    """The temperature trigger (no INDI): with ``refocus_temperature = 1`` a change of
+    0.4 C since the last autofocus runs none, 1.2 C runs one before the next light, and
+    its reference is then the new temperature (the focuser's sensor first)."""
+    import types
+
+    from napari_astro.capture.night import Night
+    from napari_astro.capture.sequence import SequenceParams
+
+    class Focuser:
+        temp = 10.0
+
+        def temperature(self):
+            return self.temp
+
+    class Camera:
+        def temperature(self):          # not used: the focuser has a sensor
+            raise AssertionError("the focuser's temperature comes first")
+
+    foc = Focuser()
+    settings = SequenceParams(ra=10.0, dec=20.0, mount=None, focuser="Focuser Simulator",
+                              refocus_temperature=1.0)
+    runner = types.SimpleNamespace(seq=types.SimpleNamespace(settings=settings),
+                                   eq=types.SimpleNamespace(focuser=foc, camera=Camera(),
+                                                            mount=None),
+                                   target=None, log=lambda m: None)
+    night = Night(runner)
+    ran = []
+
+    def fake_autofocus(why):
+        ran.append(why)
+        night.temp_ref = night._temperature()
+
+    night.autofocus = fake_autofocus
+    night.on_target = True
+    night.temp_ref = night._temperature()
+    foc.temp = 10.4
+    assert night.before_light(1.0) and ran == []
+    foc.temp = 11.2
+    assert night.before_light(1.0) and ran == ["temperature 10.0 -> 11.2 C"]
+    assert night.temp_ref == 11.2
+    foc.temp = 11.9                      # 0.7 C from the new reference: no refocus
+    assert night.before_light(1.0) and len(ran) == 1
