@@ -152,6 +152,15 @@ def test_focus_and_guiding_dock_on_the_simulators(equipment, qtbot):
     assert eq_dock.look_up("Pleiades") is not None
     assert (eq_dock.ra_spin.value(), eq_dock.dec_spin.value()) == pytest.approx((56.87, 24.11),
                                                                                abs=0.01)
+    from napari_astro.capture.night import target_altitude
+
+    alt = target_altitude(eq.mount, 56.87, 24.11)
+    before = eq.mount.coordinates()
+    eq_dock.alt_limit.setValue(min(alt + 5.0, 89.0))          # above the target: refused
+    eq_dock.slew().join(30)
+    qtbot.waitUntil(lambda: "altitude limit" in eq_dock.status.text(), timeout=5000)
+    assert eq.mount.coordinates() == pytest.approx(before, abs=0.01)   # it did not move
+    eq_dock.alt_limit.setValue(alt - 5.0)                     # below it (any hour of the day)
     eq_dock.slew().join(120)
     qtbot.waitUntil(lambda: eq_dock.mount_state.get("tracking") is True, timeout=10000)
     assert "tracking" in eq_dock.mount_status.text()

@@ -97,6 +97,12 @@ class Sky:
         return seconds_to_altitude(self.hour_angle(), self.dec, self.lat, alt_deg)
 
 
+def target_altitude(mount, ra_deg: float, dec_deg: float, *, after: float = 0.0) -> float:
+    """Geometric altitude [deg] of a J2000 target over ``mount``'s site
+    (``GEOGRAPHIC_COORD``) now (or ``after`` s from now)."""
+    return Sky((float(ra_deg), float(dec_deg)), mount.site()).altitude(after)
+
+
 class Night:
     """Policies of one runner's lights (see the module docstring)."""
 

@@ -248,6 +248,10 @@ class EquipmentWidget(QWidget):
         form.addRow("Target", self.target_edit)
         form.addRow("RA", self.ra_spin)
         form.addRow("Dec", self.dec_spin)
+        self.alt_limit = _spin(-90.0, 89.0, 10.0, suffix=" deg", decimals=1,
+                               tip="refuse slews to targets below this altitude over the "
+                               "mount's site (horizon, trees, roof)")
+        form.addRow("Altitude limit", self.alt_limit)
         self.slew_btn = QPushButton("Slew")
         self.slew_btn.setToolTip("slew to RA/Dec and track there")
         self.centre_btn = QPushButton("Slew + centre")
@@ -330,10 +334,16 @@ class EquipmentWidget(QWidget):
         """Slew (and with ``centre`` plate-solve and centre) on RA/Dec, in a thread."""
         ra, dec = self.ra_spin.value(), self.dec_spin.value()
         exposure = self.exposure.value()
+        limit = self.alt_limit.value()
 
         def work(m) -> None:
             from ..capture.coords import j2000_to_jnow
+            from ..capture.night import target_altitude
 
+            alt = target_altitude(m, ra, dec)
+            if alt < limit:
+                raise RuntimeError(f"the target is {alt:.1f} deg high, below the "
+                                   f"{limit:.1f} deg altitude limit: not slewing")
             m.unpark()
             m.goto(*j2000_to_jnow(ra, dec))
             m.track(True)
