@@ -17,3 +17,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real frames not available: {SHARED_DATA} is absent")
     return SHARED_DATA
+
+
+@pytest.fixture
+def cli_inprocess(capfd):
+    """Run ``napari-astro ARGS`` in this process (a subprocess costs ~5 s of imports);
+    returns a CompletedProcess. capfd also catches what pyindi-client's C++ code writes
+    on file descriptor 2."""
+    import subprocess
+
+    from napari_astro.cli import main
+
+    def run(*args):
+        capfd.readouterr()
+        code = main(list(args))
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
+    return run

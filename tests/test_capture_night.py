@@ -5,7 +5,6 @@ refocusing when the HFR grows; and the sky arithmetic against astropy."""
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 
 import numpy as np
@@ -84,19 +83,6 @@ class _frozen_now:
 
 
 # -- bad input -----------------------------------------------------------------------------
-@pytest.fixture
-def _cli(capfd):
-    from napari_astro.cli import main
-
-    def run(*args):
-        capfd.readouterr()
-        code = main(list(args))
-        out, err = capfd.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
-
-
 @pytest.mark.parametrize("bad, words", [
     ("min_altitude = 95", ["min_altitude", "above the maximum"]),
     ('guiding = "phd3"', ["guiding", "phd3"]),
@@ -105,13 +91,14 @@ def _cli(capfd):
     ("flip_afterr = 5", ["flip_afterr"]),
     ('guiding = "phd2"\nphd2_port = PORT', ["phd2_port", "no PHD2 server answers"]),
 ])
-def test_bad_night_settings_exit_2_with_one_line(tmp_path, bad, words, _cli):
+def test_bad_night_settings_exit_2_with_one_line(tmp_path, bad, words, cli_inprocess):
     from napari_astro.capture.server import free_port
 
     f = tmp_path / "bad.toml"
     f.write_text(f'[sequence]\nra = 10\ndec = 10\n{bad.replace("PORT", str(free_port()))}\n'
                  '[[line]]\ntype = "bias"\n')
-    r = _cli("capture", "--server", f"localhost:{free_port()}", str(f), "-o", str(tmp_path / "o"))
+    r = cli_inprocess("capture", "--server", f"localhost:{free_port()}", str(f),
+                      "-o", str(tmp_path / "o"))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, lines

@@ -3,7 +3,6 @@ auto-exposed flats with the light panel, restart where it stopped, the CLI's bad
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 
 import numpy as np
@@ -118,33 +117,19 @@ def test_sequence_round_trips_through_toml(tmp_path):
     assert load_sequence(tmp_path / "b.toml") == seq
 
 
-@pytest.fixture
-def _cli(capfd):
-    """Run ``napari-astro`` in this process (a subprocess costs ~5 s of imports here);
-    capfd also catches what pyindi-client's C++ code writes on file descriptor 2."""
-    from napari_astro.cli import main
-
-    def run(*args):
-        capfd.readouterr()
-        code = main(list(args))
-        out, err = capfd.readouterr()
-        return subprocess.CompletedProcess(args, code, out, err)
-
-    return run
-
-
 @pytest.mark.parametrize("bad, words", [
     ('[[line]]\ntype = "light"\nexposure = 1\ncolour = "red"\n', ["[[line]] 1", "colour"]),
     ('[[line]]\ntype = "flatdark"\nexposure = 1\n', ["[[line]] 1.type", "flatdark"]),
     ('[[line]]\ntype = "light"\nexposure = -1\n', ["[[line]] 1.exposure", "below the minimum"]),
     ('[sequence]\nobjekt = "M42"\n[[line]]\ntype = "bias"\n', ["[sequence]", "objekt"]),
 ])
-def test_bad_sequence_files_exit_2_with_one_line(tmp_path, bad, words, _cli):
+def test_bad_sequence_files_exit_2_with_one_line(tmp_path, bad, words, cli_inprocess):
     from napari_astro.capture.server import free_port
 
     f = tmp_path / "bad.toml"
     f.write_text(bad)
-    r = _cli("capture", "--server", f"localhost:{free_port()}", str(f), "-o", str(tmp_path / "o"))
+    r = cli_inprocess("capture", "--server", f"localhost:{free_port()}", str(f),
+                      "-o", str(tmp_path / "o"))
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(f) in lines[0]
@@ -153,20 +138,21 @@ def test_bad_sequence_files_exit_2_with_one_line(tmp_path, bad, words, _cli):
     assert not (tmp_path / "o").exists()
 
 
-def test_server_that_does_not_answer_exits_2(tmp_path, _cli):
+def test_server_that_does_not_answer_exits_2(tmp_path, cli_inprocess):
     from napari_astro.capture.server import free_port
 
     f = tmp_path / "s.toml"
     f.write_text('[sequence]\nra = 10\ndec = 10\n[[line]]\ntype = "bias"\n')
     port = free_port()
-    r = _cli("capture", "--server", f"localhost:{port}", str(f), "-o", str(tmp_path / "o"))
+    r = cli_inprocess("capture", "--server", f"localhost:{port}", str(f),
+                      "-o", str(tmp_path / "o"))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"localhost:{port}" in lines[0] and "does not answer" in lines[0]
     assert not (tmp_path / "o").exists()
 
 
-def test_driver_not_installed_exits_2(tmp_path, _cli):
+def test_driver_not_installed_exits_2(tmp_path, cli_inprocess):
     f = tmp_path / "d.toml"
     f.write_text(textwrap.dedent('''
         [sequence]
@@ -176,7 +162,7 @@ def test_driver_not_installed_exits_2(tmp_path, _cli):
         [[line]]
         type = "bias"
         '''))
-    r = _cli("capture", "--start-server", "--server", "localhost:7999", str(f), "-o",
+    r = cli_inprocess("capture", "--start-server", "--server", "localhost:7999", str(f), "-o",
              str(tmp_path / "o"))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
@@ -184,7 +170,7 @@ def test_driver_not_installed_exits_2(tmp_path, _cli):
 
 
 @NEEDS_SIM
-def test_device_missing_on_the_server_exits_2_before_anything_moves(rig, tmp_path, _cli):
+def test_device_missing_on_the_server_exits_2_before_anything_moves(rig, tmp_path, cli_inprocess):
     server, client = rig
     f = tmp_path / "m.toml"
     f.write_text('[sequence]\nra = 10\ndec = 10\nmount = "Mount Nowhere"\n[[line]]\ntype = "bias"\n')
@@ -194,7 +180,7 @@ def test_device_missing_on_the_server_exits_2_before_anything_moves(rig, tmp_pat
     time.sleep(1.5)     # the first position report after connecting
     dec_before = client.number("Telescope Simulator", "EQUATORIAL_EOD_COORD")["DEC"]
     park_before = client.switch("Telescope Simulator", "TELESCOPE_PARK")
-    r = _cli("capture", "--server", server.address, str(f), "-o", str(tmp_path / "o"))
+    r = cli_inprocess("capture", "--server", server.address, str(f), "-o", str(tmp_path / "o"))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Mount Nowhere" in lines[0] and "sequence.mount" in lines[0]

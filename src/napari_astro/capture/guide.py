@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Guider", "GuideStats", "GuideLoop", "GuideError"]
+__all__ = ["Guider", "GuideStats", "GuideRecord", "GuideLoop", "GuideError"]
 
 
 class GuideError(RuntimeError):
@@ -322,7 +322,25 @@ class Guider:
         raise GuideError(f"guiding did not settle within {timeout_frames} frames")
 
 
-class GuideLoop:
+class GuideRecord:
+    """What both guiding engines (:class:`GuideLoop`, :class:`.phd2.PHD2Guider`) report:
+    the errors of their guide frames, kept in ``self._stats`` under ``self._cv``."""
+
+    _cv: threading.Condition
+    _stats: GuideStats
+
+    @property
+    def stats(self) -> GuideStats:
+        """RA/Dec errors [px] of every guide frame since :meth:`start`."""
+        with self._cv:
+            return GuideStats(list(self._stats.ra), list(self._stats.dec))
+
+    def rms(self, last: int = 20) -> float:
+        """Total RMS error [px] of the last ``last`` guide frames."""
+        return self.stats.last(last).rms
+
+
+class GuideLoop(GuideRecord):
     """Guide continuously with ``guider`` in a daemon thread.
 
     ``on_step(ra_px, dec_px, rms_px)`` is called from the loop thread after each guide
@@ -358,16 +376,6 @@ class GuideLoop:
     @property
     def paused(self) -> bool:
         return self._paused.is_set()
-
-    @property
-    def stats(self) -> GuideStats:
-        """RA/Dec errors [px] of every guide frame since :meth:`start`."""
-        with self._cv:
-            return GuideStats(list(self._stats.ra), list(self._stats.dec))
-
-    def rms(self, last: int = 20) -> float:
-        """Total RMS error [px] of the last ``last`` guide frames."""
-        return self.stats.last(last).rms
 
     # -- control -------------------------------------------------------------------
     def start(self, *, calibrate: bool = True, timeout: float = 120.0) -> None:

@@ -27,12 +27,12 @@ import threading
 import time
 from typing import Any, Callable
 
-from .guide import GuideError, GuideStats
+from .guide import GuideError, GuideRecord, GuideStats
 
 __all__ = ["PHD2Guider"]
 
 
-class PHD2Guider:
+class PHD2Guider(GuideRecord):
     """A client of PHD2's event server at ``host:port``.
 
     ``on_step(ra_px, dec_px, rms_px)`` is called from the reader thread after each
@@ -229,14 +229,6 @@ class PHD2Guider:
     def running(self) -> bool:
         return self._sock is not None and not self._closed and self.state in (
             "Guiding", "Paused", "LostLock", "Calibrating")
-
-    @property
-    def stats(self) -> GuideStats:
-        with self._cv:
-            return GuideStats(list(self._stats.ra), list(self._stats.dec))
-
-    def rms(self, last: int = 20) -> float:
-        return self.stats.last(last).rms
 
     def start(self, *, calibrate: bool = True, timeout: float = 120.0) -> None:
         """Guide (calibrating first if ``calibrate``) and wait until settled."""

@@ -9,17 +9,15 @@ up), stage by stage in the order a stack run needs them:
 
 * :func:`warm_kernels` -- in the calling thread (an install script; seconds when the
   cache is already warm, as the kernels only load);
-* :func:`warm_in_background` -- in a daemon thread, for the CLI: started before the
-  run reads its first frame, it compiles the kernels of the later stages while the
-  run reads and calibrates (a kernel that the run reaches first is compiled once, by
-  whichever thread gets there: numba's compiler lock makes the other wait and then
-  use it);
 * :func:`warm_in_subprocess` -- in a separate, lower-priority Python process, for the
   napari plugin: nothing runs in napari's process (no GIL held by the compiler, the
   viewer never waits), and it does nothing when the cache is already warm.
 
 ``python -m napari_astro.pipeline.warmup`` runs :func:`warm_kernels` (what
-``tools/install.sh`` and the plugin's subprocess do).
+``tools/install.sh`` and the plugin's subprocess do). Compiling in a background
+thread or process during a CLI run was measured and dropped: on 2 cores it fought
+the run for the GIL and numba's compiler lock (33-47 s against 21-23 s without;
+benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -28,14 +26,13 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 import numpy as np
 
-__all__ = ["STAGES", "warm_kernels", "warm_in_background", "warm_in_subprocess",
+__all__ = ["STAGES", "warm_kernels", "warm_in_subprocess",
            "cache_is_warm", "main"]
 
 #: Stages in the order a stack run reaches them.
@@ -153,25 +150,6 @@ def warm_kernels(stages: Iterable[str] = STAGES, *,
             if log is not None:
                 log(f"warm-up {s}: {time.perf_counter() - t:.1f} s")
     return time.perf_counter() - t0
-
-
-def warm_in_background(stages: Iterable[str] = STAGES) -> threading.Thread:
-    """Start :func:`warm_kernels` in a daemon thread and return it (already started).
-
-    For the command line: call it before the run reads its first frame. Failures
-    are swallowed (the run then compiles what it needs itself, as without it).
-    """
-    stages = list(stages)
-
-    def run():
-        try:
-            warm_kernels(stages)
-        except Exception:  # noqa: BLE001 - a warm-up must never break the run
-            pass
-
-    t = threading.Thread(target=run, name="napari-astro-warmup", daemon=True)
-    t.start()
-    return t
 
 
 def cache_is_warm() -> bool:
