@@ -8,12 +8,11 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ..stats import median_mad_sigma
 from .background import estimate_background
-from .measure import _find_peaks, _measure
+from .measure import _find_peaks, _measure, _smooth_minus
 
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
@@ -190,8 +189,8 @@ def detect_stars(data2d: np.ndarray, *, sigma: float = 5.0, max_stars: int = 500
             return Stars.empty()
     bkg, noise_pix = background if background is not None else estimate_background(data)
     sig_f = max(0.7, fwhm_guess / _FWHM_PER_SIGMA * 0.8)
-    smooth = ndimage.gaussian_filter(data, sig_f, mode="nearest", truncate=3.0)
-    resid = smooth - bkg
+    # gaussian_filter(data, sig_f, mode="nearest", truncate=3.0) - bkg, bit for bit
+    resid = _smooth_minus(data, sig_f, np.ascontiguousarray(bkg, dtype=np.float32))
     sub = resid[::3, ::3]
     noise_f = median_mad_sigma(sub)[1]
     if not noise_f > 0:
