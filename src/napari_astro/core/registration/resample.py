@@ -147,38 +147,44 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
     nc, h, w = src.shape
     n_inner = tmp_img.shape[2]
     ntap = 2 * radius
+    # positions once per row, then each channel swept on its own (as in the second
+    # pass): measured 21 ms against 28 ms of CPU per (3, 1920, 1080) frame for the
+    # positions computed inside the pixel loop with the 3 channels interleaved
+    row_xa = np.empty(n_inner, dtype=np.int64)
+    row_k = np.empty(n_inner, dtype=np.int64)
     for r in range(i0, i1):
         for k in range(n_inner):
             if transposed:
-                y = ylo + k
-                u = alpha * r + beta * y + gamma
+                u = alpha * r + beta * (ylo + k) + gamma
             else:
-                y = ylo + r
-                u = alpha * k + beta * y + gamma
+                u = alpha * k + beta * (ylo + r) + gamma
             u = min(max(u, -radius), w - 1 + radius)  # far outside: the edge value
             x0 = int(math.floor(u))
-            kk = int((u - x0) * nlut + 0.5)
-            xa = x0 - radius + 1
-            interior = xa >= 0 and xa + ntap <= w
-            if ntap == 6:
-                # Lanczos-3 written out: 3x faster than the tap loop (0.06 -> 0.02 s)
-                if interior:
-                    c0, c1, c2, c3, c4, c5 = xa, xa + 1, xa + 2, xa + 3, xa + 4, xa + 5
-                else:
+            row_k[k] = int((u - x0) * nlut + 0.5)
+            row_xa[k] = x0 - radius + 1
+        for c in range(nc):
+            for k in range(n_inner):
+                y = ylo + k if transposed else ylo + r
+                xa = row_xa[k]
+                kk = row_k[k]
+                if ntap == 6 and xa >= 0 and xa + 6 <= w:
+                    # Lanczos-3 written out: 3x faster than the tap loop
+                    tmp_img[c, r, k] = (lut[kk, 0] * src[c, y, xa] + lut[kk, 1] * src[c, y, xa + 1]
+                                        + lut[kk, 2] * src[c, y, xa + 2]
+                                        + lut[kk, 3] * src[c, y, xa + 3]
+                                        + lut[kk, 4] * src[c, y, xa + 4]
+                                        + lut[kk, 5] * src[c, y, xa + 5])
+                elif ntap == 6:
                     c0 = min(max(xa, 0), w - 1)
                     c1 = min(max(xa + 1, 0), w - 1)
                     c2 = min(max(xa + 2, 0), w - 1)
                     c3 = min(max(xa + 3, 0), w - 1)
                     c4 = min(max(xa + 4, 0), w - 1)
                     c5 = min(max(xa + 5, 0), w - 1)
-                w0, w1, w2 = lut[kk, 0], lut[kk, 1], lut[kk, 2]
-                w3, w4, w5 = lut[kk, 3], lut[kk, 4], lut[kk, 5]
-                for c in range(nc):
-                    tmp_img[c, r, k] = (w0 * src[c, y, c0] + w1 * src[c, y, c1]
-                                        + w2 * src[c, y, c2] + w3 * src[c, y, c3]
-                                        + w4 * src[c, y, c4] + w5 * src[c, y, c5])
-            else:
-                for c in range(nc):
+                    tmp_img[c, r, k] = (lut[kk, 0] * src[c, y, c0] + lut[kk, 1] * src[c, y, c1]
+                                        + lut[kk, 2] * src[c, y, c2] + lut[kk, 3] * src[c, y, c3]
+                                        + lut[kk, 4] * src[c, y, c4] + lut[kk, 5] * src[c, y, c5])
+                else:
                     acc = np.float32(0.0)
                     for j in range(ntap):
                         acc += lut[kk, j] * src[c, y, min(max(xa + j, 0), w - 1)]

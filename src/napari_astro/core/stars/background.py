@@ -152,7 +152,17 @@ def _block_stats(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sg[b] = sg_b
         if it == 2:
             break
-        for j, bi in enumerate(b):  # searchsorted has no axis: ~500 calls of 1 us
-            lo[bi] = np.searchsorted(v[bi], md_b[j] - 4.0 * sg_b[j])
-            hi[bi] = np.searchsorted(v[bi], md_b[j] + 2.5 * sg_b[j], side="right")
+        lo_v = md_b - 4.0 * sg_b
+        hi_v = md_b + 2.5 * sg_b
+        if np.isfinite(lo_v).all() and np.isfinite(hi_v).all():
+            # searchsorted has no axis; on sorted rows (NaN last) it is the count of
+            # values < x (left) or <= x (right): one comparison over all blocks,
+            # measured 0.3 ms against 5-8 ms for ~930 searchsorted calls per frame
+            vb = v[b]
+            lo[b] = np.count_nonzero(vb < lo_v[:, None], axis=1)
+            hi[b] = np.count_nonzero(vb <= hi_v[:, None], axis=1)
+        else:
+            for j, bi in enumerate(b):
+                lo[bi] = np.searchsorted(v[bi], lo_v[j])
+                hi[bi] = np.searchsorted(v[bi], hi_v[j], side="right")
     return md.astype(np.float32), sg.astype(np.float32)

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..stats import median_mad_sigma
+from ..stats import median_mad_sigma, run_in_threads
 from .background import estimate_background
-from .measure import _find_peaks, _measure, _smooth_minus
+from .measure import _box_lum_rows, _find_peaks, _measure, _smooth_minus
 
 
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))  # 2.3548
@@ -269,11 +269,17 @@ def cfa_box_luminance(data2d: np.ndarray) -> np.ndarray:
     -------
     ndarray of float32, shape (H - 1, W - 1)
     """
-    d = np.asarray(data2d, dtype=np.float32)
-    out = d[:-1, :-1] + d[1:, :-1]
-    out += d[:-1, 1:]
-    out += d[1:, 1:]
-    out *= 0.25
+    d = np.ascontiguousarray(data2d, dtype=np.float32)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 2:
+        out = d[:-1, :-1] + d[1:, :-1]
+        out += d[:-1, 1:]
+        out += d[1:, 1:]
+        out *= 0.25
+        return out
+    # the numpy sum (a + c + b + e) * 0.25 in the same order, in threads: 1.5 ms of
+    # CPU against 4.5-7 ms per 1080x1920 mosaic
+    out = np.empty((d.shape[0] - 1, d.shape[1] - 1), np.float32)
+    run_in_threads(_box_lum_rows, out.shape[0], d, out)
     return out
 
 

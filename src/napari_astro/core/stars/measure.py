@@ -40,6 +40,16 @@ def _find_peaks(r: np.ndarray, thr, border: int, max_out: int):
             v[keep].astype(np.float32))
 
 
+@njit(cache=True, nogil=True)
+def _box_lum_rows(d, out, i0, i1):  # pragma: no cover - numba
+    """Rows of :func:`.detect.cfa_box_luminance`: the 2x2 window means."""
+    w = out.shape[1]
+    q = np.float32(0.25)
+    for y in range(i0, i1):
+        for x in range(w):
+            out[y, x] = (((d[y, x] + d[y + 1, x]) + d[y, x + 1]) + d[y + 1, x + 1]) * q
+
+
 def _gauss_weights(sigma: float, truncate: float = 3.0) -> np.ndarray:
     """``scipy.ndimage.gaussian_filter1d``'s weights (float64, ``2 r + 1`` taps)."""
     radius = int(truncate * float(sigma) + 0.5)
