@@ -277,9 +277,164 @@ def _pass_cols_rows(tmp_img, transposed, ylo, src, minv, out, footprint, lut, ra
                 out[c, yo, xo] = acc
 
 
+@njit(cache=True, fastmath=True, nogil=True)
+def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp,
+                       src_mask, out_mask, i0, i1):  # pragma: no cover
+    """:func:`_pass_cols_rows` for Lanczos-3 when ``not transposed``, the same values
+    bit for bit, written so that its inner loops vectorise: positions, footprint and
+    tap weights in branch-free loops over the row, then runs of pixels whose six
+    source rows and 2x2 clamp neighbours are the same row slices (``y0`` and
+    ``x0 - xo`` constant: hundreds of pixels for the small rotations of a session)
+    swept as contiguous 1-D views, which numba compiles without index wraparound
+    checks; the rest (frame edges, outside) pixel by pixel as before. Measured on a
+    (3, 1920, 1080) frame, 0.3 deg: 24-28 ms of CPU against 57-63 ms."""
+    nc, h, w = src.shape
+    wo = out.shape[2]
+    use_mask = src_mask.shape[0] == h
+    row_y0 = np.empty(wo, dtype=np.int64)
+    row_x0 = np.empty(wo, dtype=np.int64)
+    row_k = np.empty(wo, dtype=np.int64)
+    wgt = np.empty((6, wo), dtype=np.float32)
+    seg_a = np.empty(wo, dtype=np.int64)
+    seg_b = np.empty(wo, dtype=np.int64)
+    slow = np.empty(wo, dtype=np.int64)
+    a00 = minv[0, 0]
+    a01 = minv[0, 1]
+    a02 = minv[0, 2]
+    a10 = minv[1, 0]
+    a11 = minv[1, 1]
+    a12 = minv[1, 2]
+    xmax = w - 1 + 1e-6
+    ymax = h - 1 + 1e-6
+    for yo in range(i0, i1):
+        bx = a01 * yo
+        by = a11 * yo
+        # positions, footprint and weights: branch-free loops (vectorised)
+        for xo in range(wo):
+            xs = a00 * xo + bx + a02
+            ys = a10 * xo + by + a12
+            inside = xs >= -1e-6 and xs <= xmax and ys >= -1e-6 and ys <= ymax
+            footprint[yo, xo] = inside
+            xs = min(max(xs, 0.0), w - 1.0)
+            ys = min(max(ys, 0.0), h - 1.0)
+            y0 = int(ys)
+            row_y0[xo] = y0 if inside else -1
+            row_x0[xo] = int(xs)
+            row_k[xo] = int((ys - y0) * nlut + 0.5)
+        for xo in range(wo):
+            k = row_k[xo]
+            wgt[0, xo] = lut[k, 0]
+            wgt[1, xo] = lut[k, 1]
+            wgt[2, xo] = lut[k, 2]
+            wgt[3, xo] = lut[k, 3]
+            wgt[4, xo] = lut[k, 4]
+            wgt[5, xo] = lut[k, 5]
+        if use_mask:
+            for xo in range(wo):
+                if row_y0[xo] >= 0:
+                    xs = max(a00 * xo + bx + a02, 0.0)
+                    ys = max(a10 * xo + by + a12, 0.0)
+                    out_mask[yo, xo] = src_mask[min(int(ys + 0.5), h - 1), min(int(xs + 0.5), w - 1)]
+        # runs of output pixels with the same source row y0 and column offset
+        # x0 - xo, all taps and clamp neighbours inside: contiguous rows in both passes
+        nseg = 0
+        nslow = 0
+        cur_y0 = -1
+        cur_dx = 0
+        for xo in range(wo):
+            y0 = row_y0[xo]
+            if y0 >= 2 and y0 + 3 <= h - 1 and row_x0[xo] + 1 <= w - 1:
+                dx = row_x0[xo] - xo
+                if y0 == cur_y0 and dx == cur_dx:
+                    seg_b[nseg - 1] = xo + 1
+                else:
+                    seg_a[nseg] = xo
+                    seg_b[nseg] = xo + 1
+                    nseg += 1
+                    cur_y0 = y0
+                    cur_dx = dx
+            else:
+                slow[nslow] = xo
+                nslow += 1
+                cur_y0 = -1
+        for c in range(nc):
+            for s in range(nseg):
+                xa = seg_a[s]
+                xb = seg_b[s]
+                y0 = row_y0[xa]
+                sa = row_x0[xa]
+                sb = sa + (xb - xa)
+                r0 = y0 - 2 - ylo
+                o = out[c, yo, xa:xb]
+                t0 = tmp_img[c, r0, xa:xb]
+                t1 = tmp_img[c, r0 + 1, xa:xb]
+                t2 = tmp_img[c, r0 + 2, xa:xb]
+                t3 = tmp_img[c, r0 + 3, xa:xb]
+                t4 = tmp_img[c, r0 + 4, xa:xb]
+                t5 = tmp_img[c, r0 + 5, xa:xb]
+                w0 = wgt[0, xa:xb]
+                w1 = wgt[1, xa:xb]
+                w2 = wgt[2, xa:xb]
+                w3 = wgt[3, xa:xb]
+                w4 = wgt[4, xa:xb]
+                w5 = wgt[5, xa:xb]
+                if clamp:
+                    p0 = src[c, y0, sa:sb]
+                    q0 = src[c, y0, sa + 1:sb + 1]
+                    p1 = src[c, y0 + 1, sa:sb]
+                    q1 = src[c, y0 + 1, sa + 1:sb + 1]
+                    for i in range(xb - xa):
+                        acc = (w0[i] * t0[i] + w1[i] * t1[i] + w2[i] * t2[i]
+                               + w3[i] * t3[i] + w4[i] * t4[i] + w5[i] * t5[i])
+                        p = p0[i]
+                        q = q0[i]
+                        u = p1[i]
+                        v = q1[i]
+                        o[i] = min(max(acc, min(min(p, q), min(u, v))), max(max(p, q), max(u, v)))
+                else:
+                    for i in range(xb - xa):
+                        o[i] = (w0[i] * t0[i] + w1[i] * t1[i] + w2[i] * t2[i]
+                                + w3[i] * t3[i] + w4[i] * t4[i] + w5[i] * t5[i])
+            for j in range(nslow):
+                xo = slow[j]
+                y0 = row_y0[xo]
+                if y0 < 0:
+                    out[c, yo, xo] = 0.0
+                    continue
+                k = row_k[xo]
+                ya = y0 - 2
+                if ya >= 0 and y0 + 3 <= h - 1:
+                    r0 = ya - ylo
+                    acc = (lut[k, 0] * tmp_img[c, r0, xo] + lut[k, 1] * tmp_img[c, r0 + 1, xo]
+                           + lut[k, 2] * tmp_img[c, r0 + 2, xo]
+                           + lut[k, 3] * tmp_img[c, r0 + 3, xo]
+                           + lut[k, 4] * tmp_img[c, r0 + 4, xo]
+                           + lut[k, 5] * tmp_img[c, r0 + 5, xo])
+                else:
+                    acc = np.float32(0.0)
+                    for i in range(6):
+                        ri = min(max(ya + i, 0), h - 1) - ylo
+                        acc += lut[k, i] * tmp_img[c, ri, xo]
+                if clamp:
+                    x0 = row_x0[xo]
+                    x1 = min(x0 + 1, w - 1)
+                    y1 = min(y0 + 1, h - 1)
+                    p = src[c, y0, x0]
+                    q = src[c, y0, x1]
+                    u = src[c, y1, x0]
+                    v = src[c, y1, x1]
+                    acc = min(max(acc, min(min(p, q), min(u, v))), max(max(p, q), max(u, v)))
+                out[c, yo, xo] = acc
+
+
 def _pass_cols(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius, nlut,
                clamp, src_mask, out_mask):
-    """:func:`_pass_cols_rows` over all rows, in threads."""
+    """:func:`_pass_cols_rows` over all rows, in threads (:func:`_pass_cols_l3_rows`
+    for Lanczos-3 along columns)."""
+    if radius == 3 and not transposed:
+        run_in_threads(_pass_cols_l3_rows, out.shape[1], tmp_img, ylo, src, minv, out,
+                       footprint, lut, nlut, clamp, src_mask, out_mask)
+        return
     run_in_threads(_pass_cols_rows, out.shape[1], tmp_img, transposed, ylo, src, minv,
                    out, footprint, lut, radius, nlut, clamp, src_mask, out_mask)
 
