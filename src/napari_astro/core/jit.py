@@ -37,9 +37,11 @@ sees it as its dispatcher wherever a kernel calls another one (``_numba_type_`` 
 ``targetoptions``/``py_func`` for ``inline="always"``), so module globals are never
 rebound and Python callers always reach the AOT route.
 
-Thread counts: :func:`get_num_threads`/:func:`set_num_threads` are numba's when numba
-is imported, a per-thread value (default ``NUMBA_NUM_THREADS`` or the usable cores)
-otherwise, so that ``run_in_threads`` does not import numba for its pool size.
+Thread counts: :func:`get_num_threads`/:func:`set_num_threads`/:func:`max_num_threads`
+are numba's when numba is imported, a per-thread value (default ``NUMBA_NUM_THREADS``
+or the usable cores, as numba) otherwise, so that ``run_in_threads`` and the pipeline's
+thread pools need not import numba for a pool size; a value set before numba's import
+is handed to numba when that thread next asks.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import numpy as np
 
 __all__ = ["njit", "Kernel", "AOT_MODULES", "AOT_NAME", "aot_entries", "registered",
            "aot_status", "entry_symbol", "get_num_threads", "set_num_threads",
-           "parse_signature", "load_numba"]
+           "max_num_threads", "parse_signature", "load_numba"]
 
 #: Kernel modules whose entry kernels ``tools/build_aot.py`` compiles. A module that
 #: is not converted yet (still ``from numba import njit``) registers nothing.
@@ -111,17 +113,20 @@ def load_numba():
             numba.config.THREADING_LAYER = "threadsafe"
         n = getattr(_TLS, "threads", None)
         if n is not None:
-            try:
-                numba.set_num_threads(n)
-            except ValueError:  # pragma: no cover - above NUMBA_NUM_THREADS
-                pass
+            numba.set_num_threads(n)
+            _TLS.synced = True
         return numba
 
 
 _TLS = threading.local()
 
 
-def _default_threads() -> int:
+def max_num_threads() -> int:
+    """numba's ``config.NUMBA_NUM_THREADS`` without numba: ``NUMBA_NUM_THREADS`` or the
+    usable cores (what numba defaults to)."""
+    nb = sys.modules.get("numba")
+    if nb is not None and hasattr(nb, "config"):
+        return int(nb.config.NUMBA_NUM_THREADS)
     env = os.environ.get("NUMBA_NUM_THREADS", "").strip()
     if env:
         try:
@@ -134,26 +139,36 @@ def _default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def get_num_threads() -> int:
-    """numba's thread count for this thread when numba is imported, else the value of
-    :func:`set_num_threads` in this thread, else ``NUMBA_NUM_THREADS`` or the usable
-    cores (numba's own default)."""
+def _numba_if_loaded():
     nb = sys.modules.get("numba")
-    if nb is not None and hasattr(nb, "get_num_threads"):
-        return int(nb.get_num_threads())
+    return nb if nb is not None and hasattr(nb, "get_num_threads") else None
+
+
+def get_num_threads() -> int:
+    """This thread's thread count, as ``numba.get_num_threads()``: numba's own when
+    numba is imported (after handing it a value set here before the import), else the
+    value of :func:`set_num_threads` in this thread, else :func:`max_num_threads`."""
     n = getattr(_TLS, "threads", None)
-    return n if n is not None else _default_threads()
+    nb = _numba_if_loaded()
+    if nb is not None:
+        if n is not None and not getattr(_TLS, "synced", False):
+            nb.set_num_threads(n)
+            _TLS.synced = True
+        return int(nb.get_num_threads())
+    return n if n is not None else max_num_threads()
 
 
 def set_num_threads(n: int) -> None:
-    """Set this thread's thread count (numba's too when numba is imported). A thread
-    pool's ``initializer=set_num_threads`` works as with numba's."""
+    """``numba.set_num_threads`` for this thread, without importing numba (numba gets
+    the value when it is imported and this thread asks again). Usable as a pool's
+    ``initializer``. Raises ``ValueError`` outside 1..:func:`max_num_threads`."""
     n = int(n)
-    if n < 1:
-        raise ValueError("number of threads must be >= 1")
+    if not 1 <= n <= max_num_threads():
+        raise ValueError(f"number of threads must be between 1 and {max_num_threads()}")
     _TLS.threads = n
-    nb = sys.modules.get("numba")
-    if nb is not None and hasattr(nb, "set_num_threads"):
+    nb = _numba_if_loaded()
+    _TLS.synced = nb is not None
+    if nb is not None:
         nb.set_num_threads(n)
 
 
@@ -488,12 +503,13 @@ class Kernel:
         """numba's dispatcher for this function (imports numba)."""
         d = self._dispatcher
         if d is None:
+            # created outside any lock (this may run inside numba's compiler lock, as
+            # another kernel's compilation types this one); the first one set wins
+            d = load_numba().njit(**self.options)(self.py_func)
             with self._lock:
-                d = self._dispatcher
-                if d is None:
-                    numba = load_numba()
-                    d = numba.njit(**self.options)(self.py_func)
+                if self._dispatcher is None:
                     self._dispatcher = d
+                d = self._dispatcher
         return d
 
     @property
