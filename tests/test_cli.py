@@ -52,3 +52,38 @@ def test_missing_input_names_the_file(tmp_path, capsys):
     assert main(["integrate", str(missing), str(missing), "-o", str(tmp_path / "o.fits")]) == 2
     assert "nope.fits" in capsys.readouterr().err
     assert not (tmp_path / "o.fits").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["stack", "night", "-o", "out.fits", "--reference", "a.fits", "--workers", "2", "-q"],
+    ["integrate", "a.fits", "b.fits", "-o", "o.fits", "--rejection", "sigma"],
+    ["calibrate", "s", "-o", "d", "--masters-combine", "median"],
+    ["register", "a.fits", "-o", "d"], ["masters", "s", "-o", "d"],
+    ["demo", "--lights", "3"], ["live", "d", "--once"]])
+def test_one_command_parser_parses_as_the_whole_parser(argv):
+    """main() builds only the parser of the command given (not the step registry's):
+    the same options, defaults and values as with every parser."""
+    whole = build_parser().parse_known_args(argv)
+    assert cli._command_of(argv) == argv[0]
+    assert build_parser(only=argv[0]).parse_known_args(argv) == whole
+    assert cli._command_of(["--help"]) is None and cli._command_of(["crop", "a", "b"]) is None
+
+
+def test_command_line_exits_without_teardown_after_its_work(tmp_path):
+    """``napari-astro`` (main without argv) ends with os._exit after the atexit
+    handlers and a flush: the output, atexit work and the exit status are all there."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('atexit ran', flush=True))\n"
+            "from napari_astro.cli import main\n"
+            "sys.argv = ['napari-astro', '--version']\n"
+            "main()\n"
+            "print('not reached')\n")
+    import napari_astro
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [napari_astro.__version__, "atexit", "ran"]
+    exe = Path(sys.executable).with_name("napari-astro")
+    bad = subprocess.run([str(exe), "stack", str(tmp_path / "none"), "-o",
+                          str(tmp_path / "o.fits")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "none" in bad.stderr

@@ -101,6 +101,19 @@ def test_stack_on_reference_grid(stacked):
     assert np.all(np.abs(offset) < 0.05), offset
 
 
+def test_stack_coverage_is_the_frames_per_pixel(stacked):
+    """The coverage map (counted by the combine kernel) equals the count of the valid
+    pixels of the registered frames that were integrated."""
+    from napari_astro.core.coverage import coverage_map
+
+    out, result, _ = stacked
+    used = [Path(r["output"]) for r in result.quality[""] if r["accepted"]]
+    want = coverage_map(used)
+    np.testing.assert_array_equal(result.coverage[""], want)
+    np.testing.assert_array_equal(read_image(out.with_name("out_coverage.fits")).data, want)
+    assert want.min() < len(used) == want.max()       # dithered edges have fewer frames
+
+
 def test_stack_log_and_quality(stacked):
     out, result, _ = stacked
     log = result.log_path.read_text()

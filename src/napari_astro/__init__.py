@@ -7,9 +7,17 @@ The library lives in :mod:`napari_astro.core` (pure numpy/astropy, no GUI),
 
 __version__ = "0.1.0"
 
-from .core.image import AstroImage  # noqa: E402
-
 __all__ = ["AstroImage", "__version__"]
+
+
+def __getattr__(name: str):
+    """``napari_astro.AstroImage`` on first use: importing the package (napari's plugin
+    discovery, ``napari-astro --help``) does not import numpy and astropy with it."""
+    if name == "AstroImage":
+        from .core.image import AstroImage
+
+        return AstroImage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _prefer_our_reader_when_napari_discovers_us() -> None:

@@ -362,9 +362,18 @@ def _stage_integrate(tag: str, reg, reg_key: str, work: Path, integrate: Integra
     else:
         ref_pos = next((k for k, (row, _) in enumerate(accepted) if row["reference"]), 0)
         stats = [{"fwhm": row["fwhm"], "n_stars": row["n_stars"]} for row, _ in accepted]
-        result = integrate_with_params([p for _, p in accepted], integrate, reference=ref_pos,
+        frames = [p for _, p in accepted]
+        # the coverage is the combine kernel's count of valid values (the same numbers
+        # as coverage_map, which would read every frame's first plane again: 0.07 s CPU
+        # for 16 Seestar frames)
+        result = integrate_with_params(frames, integrate, reference=ref_pos,
                                        frame_stats=stats, execution=execution,
-                                       progress=progress, cancel=cancel)
+                                       coverage=False, progress=progress, cancel=cancel)
+        result.coverage = getattr(result, "valid_count", None)
+        if result.coverage is None:
+            from ..core.coverage import coverage_map
+
+            result.coverage = coverage_map(frames)
         write_image(result.image.replace(data=result.coverage, mask=None, history=[]),
                     files[1], overwrite=True)
         if integrate.rejection_maps:

@@ -84,6 +84,14 @@ class IntegrationResult:
         Human-readable lines (settings, tiles, per-frame weights and rejection).
     timings : dict
         Seconds of the statistics and combine passes.
+    tile_rows : int
+        Rows per tile of the combine pass.
+    valid_count : ndarray or None
+        float32 ``(H, W)``: frames with a valid (finite, unmasked) value at each pixel
+        of the first channel (a registered frame's footprint is the same in every
+        channel), counted by the combine kernel: what
+        :func:`napari_astro.core.coverage.coverage_map` counts from the frames, without
+        reading them again (0.07 s CPU for 16 Seestar frames).
     """
 
     image: AstroImage
@@ -102,10 +110,19 @@ class IntegrationResult:
     log: list
     timings: dict
     tile_rows: int = 0
+    valid_count: Optional[np.ndarray] = None
+
+
+# Largest tile buffer worth having. Smaller tiles cost no speed, and two buffers are
+# alive at once (one read while the other is combined): measured on the 16 Seestar
+# frames (3 x 1920 x 1080), integrate() median of 5, load ~2: 48 MiB tiles (242 rows)
+# 2.86 s CPU, 1.77 s wall, +133 MB RSS; 16 MiB (80 rows) 2.77 s, 1.67 s, +62 MB;
+# 8 MiB 2.76 s, 1.70 s, +44 MB.
+TILE_TARGET = 16 * 2**20
 
 
 def plan_tiles(n_frames: int, shape: tuple, memory_limit: int | str, *, maps: bool = False,
-               buffers: int = 2, target: int = 48 * 2**20) -> tuple[int, int]:
+               buffers: int = 2, target: int = TILE_TARGET) -> tuple[int, int]:
     """Rows per tile and the bytes of the fixed part for a stack.
 
     Parameters
@@ -128,7 +145,7 @@ def plan_tiles(n_frames: int, shape: tuple, memory_limit: int | str, *, maps: bo
     """
     limit = parse_memory(memory_limit)
     C, H, W = shape
-    fixed = C * H * W * 4 + H * W + (2 * C * H * W * 4 if maps else 0)
+    fixed = C * H * W * 4 + H * W * 5 + (2 * C * H * W * 4 if maps else 0)
     fixed += 8 * 2**20      # statistics samples, kernel scratch, headers
     per_row_buf = n_frames * C * W * 4
     per_row_out = C * W * (4 + 3 * 2)
@@ -338,6 +355,7 @@ def _integrate_opened(opened, shape, rows, limit, *, combine, normalization, wei
     # --- tile pass ------------------------------------------------------------
     out = np.empty((C, H, W), np.float32)
     covered = np.zeros((H, W), bool)
+    count = np.empty((H, W), np.float32)
     low_map = np.empty((C, H, W), np.float32) if rejection_maps else None
     high_map = np.empty((C, H, W), np.float32) if rejection_maps else None
     frv = np.zeros(n, np.int64)
@@ -348,6 +366,7 @@ def _integrate_opened(opened, shape, rows, limit, *, combine, normalization, wei
         o, nv, lc, hc, fv, fl, fh = res
         out[:, r0:r1] = o
         covered[r0:r1] = (nv > 0).any(axis=0)
+        count[r0:r1] = nv[0]
         if rejection_maps:
             with np.errstate(invalid="ignore", divide="ignore"):
                 den = np.maximum(nv, 1).astype(np.float32)
@@ -405,7 +424,7 @@ def _integrate_opened(opened, shape, rows, limit, *, combine, normalization, wei
                              channel_weights=Wt, rejected_low=rl, rejected_high=rh,
                              locations=locs, scales=scales, noise=noise, norm_a=A, norm_b=B,
                              names=[f.name for f in opened], log=log, timings=timings,
-                             tile_rows=rows)
+                             tile_rows=rows, valid_count=count)
 
 
 def _run_local(opened, plan, tiles, rows, place, progress, cancel, n, total_steps) -> None:

