@@ -13,7 +13,8 @@ from astropy.io import fits
 from napari_astro.cli import main as cli_main
 from napari_astro.core.calibration import (BadPixelAccumulator, BadPixelMap, auto_pedestal,
                                            calibrate, calibrate_arrays, check_flat,
-                                           correct_bad_pixels, find_bad_pixels,
+                                           correct_bad_pixels, correct_bad_pixels_array,
+                                           find_bad_pixels,
                                            normalize_flat, optimize_dark_scale)
 from napari_astro.core.errors import BadInputError
 from napari_astro.core.frames import FrameType, scan_frames
@@ -142,6 +143,32 @@ def test_auto_pedestal_lifts_faint_sky():
     assert auto_pedestal(bright, pattern="RGGB") == 0.0
 
 
+@pytest.mark.parametrize("pattern, shape", [("RGGB", (200, 200)), (None, (301, 257)),
+                                            ("GRBG", (1100, 1000))])
+def test_auto_pedestal_statistics_are_numpys(pattern, shape):
+    """The numba selections give numpy's median, MAD and 0.01 % quantile bit for bit."""
+    from napari_astro.core.calibration import _low_pair, _planes, robust_sigma
+    from napari_astro.core.stats import subsample
+
+    rng = np.random.default_rng(8)
+    for a in (rng.normal(0.0005, 0.001, shape), np.round(rng.normal(3, 30, shape)) / 65535,
+              rng.standard_cauchy(shape) * 1e-3):
+        a = a.astype(np.float32)
+        p = 0.0
+        for sl in _planes(pattern):
+            sub = subsample(a[sl])
+            p = max(p, 5 * robust_sigma(sub) - float(np.median(sub)),
+                    -float(np.quantile(sub, 1e-4)))
+        want = float(np.ceil(p * 65535.0) / 65535.0) if p > 0 else 0.0
+        assert auto_pedestal(a, pattern=pattern) == want
+        for sl in _planes(pattern):       # unrounded: the quantile's two order statistics
+            x = np.ascontiguousarray(subsample(a[sl])).ravel()
+            vi = (x.size - 1) * 1e-4
+            u, v, ok = _low_pair(x, int(np.floor(vi)))
+            got = np.quantile(np.array([u, v], np.float32), float(vi - np.floor(vi)))
+            assert ok and got == np.quantile(x, 1e-4)
+
+
 # ----------------------------------------------------------------- unit: bad pixels
 def _dark_with_defects(pattern="RGGB", seed=5):
     rng = np.random.default_rng(seed)
@@ -180,6 +207,33 @@ def test_correct_bad_pixels_uses_same_colour_neighbours():
     # untouched elsewhere
     m = bpm.mask()
     np.testing.assert_array_equal(out.data[~m], dark[~m])
+
+
+@pytest.mark.parametrize("pattern", ["RGGB", None])
+def test_fused_cosmetic_correction_equals_two_passes(pattern):
+    """calibrate_arrays(bad_pixels=...) in one pass = calibrate, correct, add pedestal."""
+    rng = np.random.default_rng(4)
+    h, w = 60, 70
+    light = rng.normal(0.1, 0.01, (h, w)).astype(np.float32)
+    offset = rng.normal(0.02, 0.001, (h, w)).astype(np.float32)
+    thermal = rng.normal(0.01, 0.002, (h, w)).astype(np.float32)
+    inv = (1 + rng.normal(0, 0.05, (h, w))).astype(np.float32)
+    light[3, 4] = 0.0                      # clipped at 0 after calibration
+    light[10, 11] = 1.0
+    rows = [0, 0, 2, 2, 30, 30, 32, 32, 34, 59, 58, 3, 10, 20]   # clusters, borders
+    cols = [0, 2, 0, 2, 30, 32, 30, 34, 32, 69, 67, 4, 11, 20]
+    bpm = BadPixelMap(np.array(rows), np.array(cols), np.ones(len(rows)), (h, w))
+    terms = dict(offset=offset, thermal=thermal, dark_scale=1.7, inv_flat=inv)
+    ref = calibrate_arrays(light, **terms, pedestal=0.0, clip=None)
+    correct_bad_pixels_array(ref, bpm, pattern=pattern, inplace=True)
+    calibrate_arrays(ref, pedestal=0.003, clip=(0.0, 1.0), out=ref)
+    got = calibrate_arrays(light, **terms, pedestal=0.003, clip=(0.0, 1.0), bad_pixels=bpm,
+                           pattern=pattern)
+    np.testing.assert_array_equal(got, ref)
+    same = light.copy()                    # in place on the light itself
+    calibrate_arrays(same, **terms, pedestal=0.003, clip=(0.0, 1.0), bad_pixels=bpm,
+                     pattern=pattern, out=same)
+    np.testing.assert_array_equal(same, ref)
 
 
 @pytest.mark.parametrize("ext", [".fits", ".csv"])
