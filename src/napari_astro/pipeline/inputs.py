@@ -69,16 +69,31 @@ def check_output_dir(folder: "str | os.PathLike[str]") -> None:
     file (a probe file is created and removed: ``os.access`` says yes to root even in
     an immutable folder).
     """
-    from .stepcli import check_output_path
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise BadInputError(folder, "output is a file, not a folder")
     base = _existing_ancestor(folder)
     if not base.is_dir():
         raise BadInputError(base, "is a file, not a folder")
-    # stepcli's probe of the folder an output file goes to, for a file inside ``base``
-    check_output_path(os.fspath(base / "probe.fits"), overwrite=True)
+    _probe_folder(base)
+
+
+def _probe_folder(folder: Path) -> None:
+    """The folder check of ``stepcli.check_output_path`` (same messages), here so that
+    a pre-processing run does not import the step registry with it."""
+    if folder.joinpath("probe.fits").is_dir():
+        raise BadInputError(folder / "probe.fits", "is a folder, not an output file")
+    folder = Path(os.path.abspath(folder))
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadInputError(folder, "output folder is not writable")
+    try:  # root passes os.access; an immutable folder still refuses the file
+        import tempfile
+
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".napari-astro-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise BadInputError(folder, f"output folder is not writable ({exc.strerror})") from None
 
 
 def check_output_file(path: "str | os.PathLike[str]", *, overwrite: bool,
