@@ -243,6 +243,9 @@ def test_type_check_mirrors_numba_typeof():
 def test_signature_parsing_and_symbols():
     t = jit.parse_signature("UniTuple(f8, 2)(f4[::1, :], i4[:, :, ::1])")
     assert t[0][3] == "F" and t[1][2] == 3 and t[1][3] == "C"
+    t = jit.parse_signature("void(Tuple((f8, i8[::1])), UniTuple(i8, 2))")
+    assert t[0] == ("tuple", [("scalar", np.dtype("f8")), ("array", np.dtype("i8"), 1, "C", False)])
+    assert jit.make_checker("void(Tuple((f8, i8)))")(((1.0, 2),))
     with pytest.raises(ValueError):
         jit.parse_signature("void(f4[1:, :])")
     with pytest.raises(ValueError):

@@ -21,6 +21,7 @@ At run time :mod:`napari_astro.core.jit` calls these functions without importing
 Usage::
 
     python tools/build_aot.py [-o OUT_DIR] [--modules a.b,c.d] [--path DIR] [-q]
+    python tools/build_aot.py --suggest      # signatures seen in a warm-up, to convert
 
 ``OUT_DIR`` defaults to the imported ``napari_astro`` package's folder.
 """
@@ -98,6 +99,83 @@ def _deps(modname: str, jit) -> dict:
     return dict(sorted(out.items()))
 
 
+_SHORT = {"float32": "f4", "float64": "f8", "int8": "i1", "int16": "i2", "int32": "i4",
+          "int64": "i8", "uint8": "u1", "uint16": "u2", "uint32": "u4", "uint64": "u8",
+          "bool": "b1", "complex64": "c8", "complex128": "c16"}
+
+
+def sig_string(t) -> str:
+    """A numba type as ``aot=`` syntax: ``Array(float32, 2, 'C')`` -> ``f4[:, ::1]``."""
+    from numba.core import types
+
+    if isinstance(t, types.Array):
+        dt = _SHORT.get(str(t.dtype), str(t.dtype))
+        if not t.mutable or not t.aligned:
+            return f"Array({dt}, {t.ndim}, '{t.layout}'" + (", readonly=True" if not t.mutable
+                                                           else "") + ")"
+        dims = [":"] * t.ndim
+        if t.layout == "C":
+            dims[-1] = "::1"
+        elif t.layout == "F":
+            dims[0] = "::1"
+        return f"{dt}[{', '.join(dims)}]"
+    if isinstance(t, types.UniTuple):
+        return f"UniTuple({sig_string(t.dtype)}, {t.count})"
+    if isinstance(t, types.BaseTuple):
+        return "Tuple((" + ", ".join(sig_string(x) for x in t.types) + ",))"
+    if isinstance(t, types.NoneType) or str(t) == "none":
+        return "void"
+    return _SHORT.get(str(t), str(t))
+
+
+def suggest(modules, *, warm: bool = True) -> int:
+    """Run the warm-up (a stack run's kernel calls on tiny inputs, JIT) and print, per
+    kernel module, the ``aot=`` signatures its kernels were compiled for."""
+    from napari_astro.core import jit
+
+    mods = []
+    for m in modules:
+        try:
+            mods.append(importlib.import_module(m))
+        except ImportError as exc:
+            print(f"# cannot import {m}: {exc}")
+    if warm:
+        from napari_astro.pipeline.warmup import warm_kernels
+
+        warm_kernels()
+    for mod in mods:
+        lines = []
+        for name, v in vars(mod).items():
+            if isinstance(v, jit.Kernel):
+                if v.__module__ != mod.__name__:
+                    continue
+                d = v._dispatcher
+                role = ("entry (called from Python)" if v.called_from_python
+                        else "helper (kernels only)")
+                opts = v.options
+            elif hasattr(v, "py_func") and hasattr(v, "signatures") and \
+                    getattr(v.py_func, "__module__", None) == mod.__name__:
+                d = v
+                opts = v.targetoptions
+                role = "not converted"
+            else:
+                continue
+            sigs = []
+            if d is not None:
+                for cres in d.overloads.values():
+                    ret = sig_string(cres.signature.return_type)
+                    sigs.append(f"{ret}({', '.join(sig_string(a) for a in cres.signature.args)})")
+            if opts.get("inline") == "always":
+                role = "inline helper"
+            if not sigs:
+                role += ", not called"
+            lines.append(f"  {name}: [{role}]" + "".join(f"\n      aot=\"{s}\"" for s in sigs))
+        if lines:
+            print(mod.__name__)
+            print("\n".join(lines))
+    return 0
+
+
 def build(out_dir: Path, modules, *, quiet: bool = False, cpu: str = "host") -> int:
     try:
         from numba.pycc import CC
@@ -137,7 +215,11 @@ def build(out_dir: Path, modules, *, quiet: bool = False, cpu: str = "host") -> 
             if sym in symbols:
                 raise RuntimeError(f"duplicate AOT entry name {sym}")
             symbols.add(sym)
-            cc.export(sym, sig)(kernel.py_func)
+            try:
+                cc.export(sym, sig)(kernel.py_func)
+            except Exception as exc:  # noqa: BLE001 - a bad signature string
+                print(f"build_aot: {mod}.{qual}: bad signature {sig!r}: {exc}")
+                return 1
             manifest_entries[sym] = {"module": mod, "qualname": qual, "signature": sig}
         by_func[kernel.py_func] = kernel
     build_id = random.getrandbits(62)
@@ -236,6 +318,9 @@ def main(argv=None) -> int:
                     help="prepend to sys.path before importing the modules")
     ap.add_argument("--cpu", default="host", help="LLVM CPU name (default host)")
     ap.add_argument("-q", "--quiet", action="store_true")
+    ap.add_argument("--suggest", action="store_true",
+                    help="build nothing: run the warm-up (JIT) and print the signatures "
+                         "each kernel was compiled for, in aot= syntax")
     a = ap.parse_args(argv)
     for p in reversed(a.path):
         sys.path.insert(0, p)
@@ -248,6 +333,8 @@ def main(argv=None) -> int:
         import napari_astro
 
         a.out = Path(napari_astro.__file__).resolve().parent
+    if a.suggest:
+        return suggest(modules)
     return build(a.out, modules, quiet=a.quiet, cpu=a.cpu)
 
 

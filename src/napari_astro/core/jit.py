@@ -20,7 +20,8 @@ kernels (those called from Python) their signatures::
 
 ``aot`` is one signature string or a sequence of them, in numba's syntax (``f4[:, ::1]``
 a C-contiguous 2-D float32 array, ``f8[:]`` any 1-D float64 array, ``Array(u2, 1, 'C',
-readonly=True)`` a read-only one, ``UniTuple(f8, 2)``, scalars ``i8 f8 f4 b1 ...``).
+readonly=True)`` a read-only one, ``UniTuple(f8, 2)``, ``Tuple((f8, i8))``, scalars
+``i8 f8 f4 b1 ...``).
 
 A call goes to the AOT function when the extension holds it, the manifest says it was
 built from the current sources of its module (and the modules it imports from), and the
@@ -254,7 +255,9 @@ def _parse_type(t: str):
         if head == "UniTuple" and len(args) == 2:
             el = _parse_type(args[0])
             return ("tuple", [el] * int(args[1]))
-        if head == "Tuple":
+        if head == "Tuple":          # numba's spelling: Tuple((a, b, ...))
+            if len(args) == 1 and args[0].startswith("(") and args[0].endswith(")"):
+                args = _split_top(args[0][1:-1])
             return ("tuple", [_parse_type(a) for a in args])
     raise ValueError(f"unsupported argument type {t!r} (the AOT type check knows "
                      "scalars, arrays and tuples of them)")
@@ -483,6 +486,7 @@ class Kernel:
         self._route: Optional[list] = None
         self._dispatcher = None
         self._warned = False
+        self.called_from_python = False
         self._lock = threading.Lock()
         self.__name__ = py_func.__name__
         self.__qualname__ = py_func.__qualname__
@@ -553,12 +557,13 @@ class Kernel:
             for chk, fn in route:
                 if chk(args):
                     return fn(*args)
-        if self.aot_signatures and not self._warned and _truthy("NAPARI_ASTRO_AOT_DEBUG"):
+        self.called_from_python = True        # an entry kernel (build_aot --suggest)
+        if not self._warned and _truthy("NAPARI_ASTRO_AOT_DEBUG"):
             self._warned = True
+            why = ("no aot= signature" if not self.aot_signatures
+                   else "keywords" if kwargs else "types" if route else "no AOT entry")
             print(f"napari-astro AOT: {self.__module__}.{self.__qualname__} falls back "
-                  f"to numba for {_describe(args)}"
-                  + (" (keywords)" if kwargs else "")
-                  + ("" if route else " (no AOT entry)"), file=sys.stderr)
+                  f"to numba for {_describe(args)} ({why})", file=sys.stderr)
         return self.dispatcher(*args, **kwargs)
 
 
