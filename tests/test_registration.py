@@ -367,3 +367,64 @@ def test_real_seestar_frames_all_register(shared_data, session):
     assert np.abs(d.mean(0)).max() < 0.05           # no systematic misalignment
     assert rms_bright < 0.18                         # Siril's figure on this camera
     assert rms_all < 0.5                             # dominated by faint stars' noise
+
+
+def test_vectorised_lanczos_passes_equal_the_generic_ones():
+    """The Lanczos-3 row/column passes written over contiguous runs (issue 13) give
+    the generic passes' values bit for bit: frame edges, outside pixels, a mask, the
+    clamp on and off, small and larger rotations, a scale change."""
+    from napari_astro.core.registration import resample as rs
+
+    rng = np.random.default_rng(3)
+    src = rng.random((3, 61, 83), dtype=np.float32)
+    mask = rng.random((61, 83)) > 0.1
+    none = np.zeros((0, 0), bool)
+    lut, radius = rs._kernel_lut("lanczos3")
+    for ang, dx, dy, sc in ((0.0, 0.0, 0.0, 1.0), (0.3, 2.6, -3.2, 1.0), (-4.0, -5.1, 1.7, 1.02),
+                            (12.0, 9.9, -8.4, 0.97), (179.8, 3.3, 2.2, 1.0)):
+        t = Transform.from_similarity(angle_deg=ang, dx=dx, dy=dy, scale=sc)
+        minv = np.linalg.inv(t.matrix)
+        minv[2] = (0.0, 0.0, 1.0)
+        for h_out, w_out in ((61, 83), (55, 90)):
+            plan = rs._separable_plan(minv, 61, 83, h_out, w_out)
+            transposed, ylo, yhi, alpha, beta, gamma = plan
+            assert not transposed
+            shape = (3, yhi - ylo + 1, w_out)
+            t1, t2 = np.zeros(shape, np.float32), np.ones(shape, np.float32)
+            rs._pass_rows_rows(src, t1, False, ylo, alpha, beta, gamma, lut, radius,
+                               rs._LUT_SIZE, 0, shape[1])
+            rs._pass_rows_l3_rows(src, t2, ylo, alpha, beta, gamma, lut, rs._LUT_SIZE, 0,
+                                  shape[1])
+            np.testing.assert_array_equal(t1, t2)
+            for clamp in (True, False):
+                for m in (none, mask):
+                    outs = []
+                    for kernel in ("generic", "l3"):
+                        out = np.full((3, h_out, w_out), 7.0, np.float32)
+                        fp = np.zeros((h_out, w_out), bool)
+                        om = (np.ones((h_out, w_out), bool) if m.size else none)
+                        if kernel == "generic":
+                            rs._pass_cols_rows(t1, False, ylo, src, minv, out, fp, lut, radius,
+                                               rs._LUT_SIZE, clamp, m, om, 0, h_out)
+                        else:
+                            rs._pass_cols_l3_rows(t1, ylo, src, minv, out, fp, lut,
+                                                  rs._LUT_SIZE, clamp, m, om, 0, h_out)
+                        outs.append((out, fp, om))
+                    for a, b in zip(*outs):
+                        np.testing.assert_array_equal(a, b)
+
+
+def test_reference_side_is_reused_only_for_the_same_reference(reference_stars):
+    """find_transform keeps the reference's triangles between calls (issue 13): the
+    same list is matched as before, and a reference changed in place is rebuilt."""
+    cat, ref_stars = reference_stars
+    truth = CASES["rotation"]
+    stars = detect_stars(frame_from(truth, cat, seed=7))
+    a = find_transform(stars, ref_stars)
+    b = find_transform(stars, ref_stars)
+    np.testing.assert_array_equal(a.transform.matrix, b.transform.matrix)
+    moved = ref_stars.take(np.arange(len(ref_stars)))
+    moved.x += 5.0  # in place: the content key changes
+    c = find_transform(stars, moved)
+    np.testing.assert_allclose(c.transform.matrix[0, 2] - a.transform.matrix[0, 2], 5.0,
+                               atol=1e-6)
