@@ -60,9 +60,9 @@ def run_in_threads(kernel, n: int, *args, start: int = 0, threads: int | None = 
     """
     global _POOL, _POOL_SIZE, _POOL_PID
     if threads is None:
-        import numba
+        from .jit import get_num_threads  # numba's, without importing numba for it
 
-        threads = numba.get_num_threads()
+        threads = get_num_threads()
     if n <= 0:
         return
     nchunk = min(n, max(1, threads) * chunks_per_thread) if threads > 1 else 1

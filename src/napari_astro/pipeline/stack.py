@@ -475,8 +475,9 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         raise BadInputError(work, f"needs about {plan.disk_bytes / 1e9:.1f} GB of disk, "
                                   f"{free / 1e9:.1f} GB free")
     timings["plan"] = time.perf_counter() - t0
-    import numba
-    threads_before = numba.get_num_threads()
+    from ..core.jit import get_num_threads, set_num_threads  # numba's, without importing it
+
+    threads_before = get_num_threads()
     apply_workers(execution)  # this thread's numba pool; registration sizes its pool from it
 
     def stage(a: float, b: float, label: str) -> SubProgress:
@@ -550,7 +551,7 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
             shutil.rmtree(work, ignore_errors=True)
         report(progress, 100.0, 100.0, "done")
     finally:
-        numba.set_num_threads(threads_before)
+        set_num_threads(threads_before)
         exits.close()
     return StackResult(outputs=outputs, images=images, quality=quality, rejection_maps=maps,
                        log_path=log_path, timings=timings, coverage=coverage)
