@@ -409,6 +409,36 @@ def test_lights_only_session_hot_pixels_voted(night, tmp_path):
     assert len(voted) < 5 * len(hp)
 
 
+def test_vote_spread_over_the_session_and_reads_reused(night, monkeypatch):
+    """At most VOTE_LIGHTS lights vote (first and last included; the log says so), and
+    calibrating the reference first with the vote's kept reads changes no pixel."""
+    import napari_astro.pipeline.calibrate as pc
+
+    lights = _lights(scan_frames([night.root / "lights"]))
+    params = CalibrateParams(debayer=False)
+    plan = plan_calibration(lights, MasterSet(), params)
+    whole = calibrate_lights(lights, MasterSet(), params, plan=plan)
+    lines: list = []
+    monkeypatch.setattr(pc, "VOTE_LIGHTS", 2)
+    got = calibrate_lights(lights, MasterSet(), params, plan=plan, first=1, log=lines.append)
+    assert any(f"voted by 2 lights (of {len(lights)}, spread over the session)" in ln
+               for ln in lines)
+    acc = BadPixelAccumulator(lights[0].shape[-2:], plan[0].pattern)
+    for i in (0, len(lights) - 1):
+        acc.add(read_image(lights[i].path).data)
+    bpm = acc.result()
+    assert pc._voters(list(range(len(lights)))) == [0, len(lights) - 1]
+    import json
+
+    applied = [ln for ln in got[0].history if ln.startswith(pc.APPLIED + " ")][0]
+    assert json.loads(applied.split(" ", 1)[1])["applied"]["cosmetic"] == {
+        "hot": bpm.n_hot, "cold": bpm.n_cold}
+    monkeypatch.setattr(pc, "VOTE_LIGHTS", 16)
+    again = calibrate_lights(lights, MasterSet(), params, plan=plan, first=1)
+    for a, b in zip(whole, again):
+        np.testing.assert_array_equal(a.data, b.data)
+
+
 def test_calibrate_lights_writes_debayered_outputs(night, masters, tmp_path):
     frames, ms = masters
     lights = _lights(frames)
