@@ -5,6 +5,7 @@ pixel instead of 36 for Lanczos-3, ~3x less CPU); homographies use the 2-D kerne
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -21,8 +22,10 @@ __all__ = ["apply_transform"]
 _LUT_SIZE = 2048  # fraction steps: 1/4096 px worst-case position quantisation
 
 
+@functools.lru_cache(maxsize=None)
 def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
-    """Weights ``lut[k, t]`` for fraction ``k / _LUT_SIZE`` and tap ``t`` (rows sum to 1)."""
+    """Weights ``lut[k, t]`` for fraction ``k / _LUT_SIZE`` and tap ``t`` (rows sum to 1).
+    Computed once per kind (0.5 ms of sinc per frame otherwise); never modify it."""
     radius = {"lanczos3": 3, "bicubic": 2, "bilinear": 1}[kind]
     f = np.arange(_LUT_SIZE + 1) / _LUT_SIZE
     taps = np.arange(-radius + 1, radius + 1)
@@ -38,6 +41,7 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
     else:
         w = np.maximum(1 - np.abs(d), 0.0)
     w /= w.sum(axis=1, keepdims=True)
+    # not flagged read-only: numba would type (and compile) the kernels anew for that
     return np.ascontiguousarray(w, dtype=np.float32), radius
 
 
@@ -47,7 +51,9 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
 #   2-D kernel (36 taps/px/ch)  0.33    0.34    0.31     0.36     0.33 / 0.33
 #   two passes (6 + 6 taps)     0.11    0.12    0.12     0.10     (2-D kernel used)
 # Pass 1 ~0.02 s, pass 2 ~0.06 s of which ~0.02 s is reading the 2x2 source
-# neighbours for the clamp. A per-pass clamp against the two 1-D neighbours was
+# neighbours for the clamp. Since issue 13 the Lanczos-3 passes along rows/columns
+# (``_pass_rows_l3_rows``, ``_pass_cols_l3_rows``) run over contiguous slices and
+# vectorise: (3, 1920, 1080), 0.3 deg, CPU 0.135 -> 0.054 s for apply_transform. A per-pass clamp against the two 1-D neighbours was
 # tried and dropped: it clips star peaks twice (+1% FWHM at 2.2 px FWHM, up to 8% of
 # the peak value), whereas the 2x2 clamp in pass 2 gives the 2-D kernel's result
 # bit for bit for shifts and 180 degrees, and within 0.1% FWHM / 0.001 px otherwise.
