@@ -317,7 +317,11 @@ def _check_expr(var: str, t, consts: dict) -> str:
 
 def make_checker(sig: str) -> Callable[[tuple], bool]:
     """``check(args) -> bool``: do ``args`` have exactly the types of ``sig``?
-    Generated code, one boolean expression (measured: ~1.3 us for 17 arguments)."""
+
+    Generated code, one boolean expression per signature (attribute tests only, no
+    numba). Measured for the 20 arguments of integration's ``_rows_winsorized``: the
+    check 3.5 us, the whole wrapped call 4.4 us against 2.8 us for numba's dispatcher
+    (its typeof is C) -- noise next to a kernel call over a row chunk (~50 ms)."""
     types = parse_signature(sig)
     consts: dict = {}
     n = len(types)
