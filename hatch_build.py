@@ -50,6 +50,28 @@ class NumbaCacheHook(BuildHookInterface):
         env["PYTHONPATH"] = self._tmp
         env["NAPARI_ASTRO_NO_WARMUP"] = "1"
         t0 = time.perf_counter()
+        # 1. the entry kernels ahead of time into napari_astro/_aot*.so (loaded without
+        #    numba: tools/build_aot.py, core/jit.py); never fails the build
+        aot_ok = False
+        tool = Path(self.root) / "tools" / "build_aot.py"
+        if tool.exists():
+            try:
+                r = subprocess.run([sys.executable, str(tool), "-q", "-o", str(dst)],
+                                   cwd=self._tmp, env=env, capture_output=True, text=True,
+                                   timeout=1200)
+                aot_ok = r.returncode == 0 and any(dst.glob("_aot*.so"))
+                if r.returncode != 0:
+                    why = (r.stderr.strip().splitlines() or ["exit status %d" % r.returncode])
+                    self.app.display_warning(f"napari-astro: AOT kernels not built ({why[-1]})")
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                self.app.display_warning(f"napari-astro: AOT kernels not built ({exc})")
+        if aot_ok:
+            for f in sorted(dst.glob("_aot*")):
+                if f.suffix in (".so", ".json", ".pyd"):
+                    build_data["force_include"][str(f)] = f"napari_astro/{f.name}"
+            build_data["pure_python"] = False   # a compiled extension: this Python, platform
+            build_data["infer_tag"] = True
+        # 2. numba's cache of every other kernel the stack run may still JIT
         try:
             r = subprocess.run([sys.executable, "-m", "napari_astro.pipeline.warmup", "-q"],
                                cwd=self._tmp, env=env, capture_output=True, text=True,
@@ -67,8 +89,8 @@ class NumbaCacheHook(BuildHookInterface):
         for f in sorted(dst.rglob("__pycache__/*.nb[ic]")):
             build_data["force_include"][str(f)] = str(Path("napari_astro") / f.relative_to(dst))
             n += 1
-        self.app.display_info(f"napari-astro: {n} numba cache files prebuilt in "
-                              f"{time.perf_counter() - t0:.0f} s")
+        self.app.display_info(f"napari-astro: {'AOT kernels and ' if aot_ok else ''}{n} numba "
+                              f"cache files prebuilt in {time.perf_counter() - t0:.0f} s")
 
     def finalize(self, version: str, build_data: dict, artifact_path: str) -> None:
         tmp = getattr(self, "_tmp", None)

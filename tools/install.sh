@@ -25,6 +25,10 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -U pip
 .venv/bin/python -m pip install -q -e ".[all,testing]"
 echo "napari-astro installed in $(pwd)/.venv"
+# The stack run's entry kernels ahead of time into src/napari_astro/_aot*.so (loaded
+# without numba: less memory and start-up; tools/build_aot.py), then numba's cache for
+# the rest. Re-run both after editing a kernel (stale modules fall back to numba).
+.venv/bin/python tools/build_aot.py -q || echo "AOT build failed: the kernels stay JIT"
 # Compile the numba kernels now (each stack kernel once, on tiny inputs of a real run's
 # types), so the first real stack after installing is not a compile run.
 .venv/bin/python -m napari_astro.pipeline.warmup \
