@@ -723,6 +723,12 @@ class BadPixelAccumulator:
         self.n = 0
         self._res: np.ndarray | None = None
 
+    def __getstate__(self) -> dict:
+        # the residual buffer is scratch: not shipped back from a Dask worker's vote
+        state = dict(self.__dict__)
+        state["_res"] = None
+        return state
+
     def add(self, data: np.ndarray) -> None:
         """Vote with one raw (or bias/flat-calibrated) light ``(H, W)``.
 
