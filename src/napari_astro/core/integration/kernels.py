@@ -366,7 +366,7 @@ def _block_prefix(blk, nb, cnt, shift, P1, P2):
 # refcount pruning leaves in), which was most of the per-pixel cost. Measured, one
 # thread, 3 x 540 x 1920, N = 4, the combine of a pixel rejecting nothing: 0.19 s with
 # a helper, 0.02 s written out.
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, nvalid,
                  lowc, highc, finv, frl, frh, cr0, cr1):
     """Rows ``cr0..cr1-1`` with a value-threshold rejection: ``method`` 0 (none), 1
@@ -603,29 +603,29 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
 def _rows_none(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     """No rejection, median combine (needs the sorted values)."""
-    _rows_sorted(0, buf, A, B, W, plow, phigh, iters, combine, comps, out, nvalid, lowc,
-                 highc, finv, frl, frh, cr0, cr1)
+    _rows_sorted(np.int64(0), buf, A, B, W, plow, phigh, iters, combine, comps, out,
+                 nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
 @njit(cache=True, nogil=True)
 def _rows_sigma(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
-    _rows_sorted(1, buf, A, B, W, plow, phigh, iters, combine, comps, out, nvalid, lowc,
-                 highc, finv, frl, frh, cr0, cr1)
+    _rows_sorted(np.int64(1), buf, A, B, W, plow, phigh, iters, combine, comps, out,
+                 nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
 @njit(cache=True, nogil=True)
 def _rows_winsorized(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                      out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
-    _rows_sorted(2, buf, A, B, W, plow, phigh, iters, combine, comps, out, nvalid, lowc,
-                 highc, finv, frl, frh, cr0, cr1)
+    _rows_sorted(np.int64(2), buf, A, B, W, plow, phigh, iters, combine, comps, out,
+                 nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
 @njit(cache=True, nogil=True)
 def _rows_percentile(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                      out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
-    _rows_sorted(4, buf, A, B, W, plow, phigh, iters, combine, comps, out, nvalid, lowc,
-                 highc, finv, frl, frh, cr0, cr1)
+    _rows_sorted(np.int64(4), buf, A, B, W, plow, phigh, iters, combine, comps, out,
+                 nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
 @njit(cache=True, nogil=True)
