@@ -525,6 +525,7 @@ def calibrate_lights(lights: Sequence[FrameInfo], masters: MasterSet,
             f" (of {len(candidates)}, spread over the session)"
         log(f"bad pixels voted by {acc.n} lights{spread}: {ctx.light_bad_pixels.n_hot} hot, "
             f"{ctx.light_bad_pixels.n_cold} cold")
+        del acc           # its counts and scratch (16 MB for a Seestar frame) are done
 
     results: list = [names[i] if names else None for i in range(n)]
     written: list[Path] = []
