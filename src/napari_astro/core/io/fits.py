@@ -180,9 +180,10 @@ def _hdu_location(hdul: fits.HDUList, index: int) -> dict:
     """``hdrLoc``, ``datLoc`` and ``datSpan`` of HDU ``index`` as read from the file.
 
     ``HDUList.fileinfo`` adds whether the list was resized since it was read, which it
-    finds out by serialising every header: 3.6 of the 6.4 ms CPU of reading a Seestar
-    light (cProfile, 80 reads). Nothing here modifies the list, so the HDU's own
-    ``fileinfo`` gives the same locations without that check."""
+    finds out by serialising every header (card verification included): with it
+    :func:`read_fits_info` of a Seestar light took 1.86 ms CPU, without it 0.81 ms
+    (median of 5 passes over 16 lights). Nothing here modifies the list, so the HDU's
+    own ``fileinfo`` gives the same locations without that check."""
     info = hdul[index].fileinfo()
     return info if info and info.get("datLoc") is not None else hdul.fileinfo(index)
 
