@@ -26,7 +26,7 @@ the header (``PEDESTAL``, same units) and in HISTORY.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 from .cosmetic import (COLD, HOT, BadPixelAccumulator, BadPixelMap, _median_mad_kernel,
                        _planes, _replacement, _step, correct_bad_pixels, correct_bad_pixels_array,
@@ -51,7 +51,8 @@ SATURATED = 0.999
 
 
 # ----------------------------------------------------------------------------- kernels
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f4[:, ::1], b1, f4[:, ::1], f4, b1, f4[:, ::1], b1, f4, f4, f4, f4[:, ::1], i8, i8)")
 def _calib_kernel_rows(light, offset, use_offset, thermal, k, use_thermal, inv_flat, use_flat,
                        pedestal, lo, hi, out, i0, i1):
     # cosmetic._pixel's arithmetic, written out: calling it here made the pass 16x
@@ -142,7 +143,8 @@ def _low_pair(x, i):
     return buf[i], buf[i + 1], True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[::1], i8[::1], i8[::1], i8[::1], f4[::1], f4[::1], f4[::1], f4[::1], b1[::1], i8, i8)")
 def _pedestal_stats(a, y0, x0, step, iq, med, mad, q0, q1, ok, i0, i1):
     """Per plane ``p`` in ``[i0, i1)`` of ``a[y0[p]::step[p], x0[p]::step[p]]``: median and
     MAD (:func:`.cosmetic._median_mad_kernel`) and the order statistics ``iq[p]``,

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 from .errors import BadInputError
 from .image import AstroImage
@@ -93,7 +93,8 @@ def _residual_at(a, y, x, s):
     return a[y, x] - _median_small(buf, n)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8, f4[:, ::1], i8, i8)")
 def _residual_kernel_rows(a, step, out, i0, i1):
     """out = a - median of the 8 same-colour neighbours at distance ``step``.
 
@@ -168,7 +169,8 @@ def _listed(keys, key):
     return keys[base] == key
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f4[:, ::1], b1, f4[:, ::1], f4, b1, f4[:, ::1], b1, i8[::1], i8[::1], i8[::1], i8, b1, f4, f4, f4, f4[::1], i8, i8)")
 def _replacement_rows(a, offset, use_offset, thermal, k, use_thermal, inv_flat, use_flat,
                       rows, cols, keys, step, finish, pedestal, lo, hi, vals, i0, i1):
     """``vals[i]``: the median of the good same-colour neighbours of listed pixel i, the
@@ -332,7 +334,8 @@ def _median_mad_kernel(x):
     return med, mad
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[::1], i8[::1], i8[::1], f4[::1], f4[::1], i8, i8)")
 def _plane_stats(res, y0, x0, step, med, mad, i0, i1):
     """``med[i], mad[i]`` (:func:`_median_mad_kernel`) of the samples
     ``res[y0[i]::step[i], x0[i]::step[i]]`` of planes ``i0 <= i < i1``."""
@@ -347,7 +350,8 @@ def _plane_stats(res, y0, x0, step, med, mad, i0, i1):
         mad[i] = d
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="Tuple((i8[::1], i8[::1], u1[::1],))(u2[:, ::1], u2[:, ::1], i8)")
 def _voted(hot, cold, need):
     """Coordinates and kinds of the pixels with ``hot >= need`` (kind 1, raster order),
     then ``cold >= need`` and not hot (kind 2): ``BadPixelMap.from_mask``'s order, in
@@ -382,7 +386,8 @@ def _voted(hot, cold, need):
     return rows, cols, kind
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f4[:, ::1], f4[:, ::1], b1, u2[:, ::1], u2[:, ::1], i8, i8)")
 def _flag_rows(res, lo, hi, lone, hot, cold, i0, i1):
     """Count the outliers of a residual frame: ``hot[y, x] += 1`` where
     ``res > hi[y % 2, x % 2]`` (and, with ``lone``, the 4 adjacent residuals sum to

@@ -14,7 +14,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 __all__ = ["MAD_SIGMA", "B3_LAYER1", "mad_sigma", "median_mad_sigma", "bwmv_sigma",
            "location_scale", "b3_layer1", "wavelet_noise", "noise_estimate", "subsample",
@@ -118,7 +118,8 @@ def mad_sigma(x: np.ndarray) -> float:
     return median_mad_sigma(x)[1]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="f8(f4[::1], f8, f8)")
 def bwmv_sigma(x, med, mad):
     """sqrt of the biweight midvariance of ``x`` (finite float32) about ``med``.
 
@@ -157,7 +158,8 @@ def location_scale(x: np.ndarray, estimator: str = "bwmv") -> tuple[float, float
     return med, float(bwmv_sigma(x, med, mad))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="f4[:, ::1](f4[:, ::1])")
 def b3_layer1(band):
     """First a-trous wavelet layer (data - B3-spline smoothing) of the interior
     ``[2:-2, 2:-2]`` of a 2-D float32 array; NaN propagates to its neighbours."""

@@ -112,9 +112,9 @@ class _SameThreads:
         self.fn, self.n = fn, n
 
     def __call__(self, item):
-        import numba
+        from ..core.jit import max_num_threads, set_num_threads  # without importing numba
 
-        numba.set_num_threads(max(1, min(self.n, numba.config.NUMBA_NUM_THREADS)))
+        set_num_threads(max(1, min(self.n, max_num_threads())))
         return self.fn(item)
 
 
@@ -127,11 +127,11 @@ def map_ordered(client, fn: Callable, items: Iterable, *, window: Optional[int] 
     task's exception is raised here, in order, with its own type (a BadInputError
     from a worker stays one).
     """
-    import numba
+    from ..core.jit import get_num_threads
 
     items = list(items)
     window = window or max(2, 2 * n_workers(client))
-    fn = _SameThreads(fn, numba.get_num_threads())
+    fn = _SameThreads(fn, get_num_threads())
     pending: deque = deque()
     it = iter(enumerate(items))
 

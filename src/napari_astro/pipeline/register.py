@@ -47,8 +47,8 @@ TRANSFORMS_FILE = "transforms.json"
 def _threads() -> int:
     """Frames processed at once: numba's thread count (``--workers``), at least 1."""
     try:
-        import numba
-        return max(1, int(numba.get_num_threads()))
+        from ..core.jit import get_num_threads  # numba's, without importing numba
+        return max(1, int(get_num_threads()))
     except Exception:  # pragma: no cover
         return 2
 
@@ -62,11 +62,11 @@ def _pool(workers: Optional[int] = None):
 
     n = _threads()
     try:
-        import numba
+        from ..core.jit import set_num_threads
 
         # numba's thread count is per thread: the frame threads get the caller's
         # (``--workers``), not the default of all cores
-        pool = cf.ThreadPoolExecutor(workers or n, initializer=numba.set_num_threads,
+        pool = cf.ThreadPoolExecutor(workers or n, initializer=set_num_threads,
                                      initargs=(n,))
     except ImportError:  # pragma: no cover
         pool = cf.ThreadPoolExecutor(workers or n)

@@ -206,8 +206,7 @@ def execution_from_args(args) -> "Execution":
 
 def apply_workers(execution) -> None:
     """Set numba's thread count (every stage's kernels and frame pools read it)."""
-    import numba
+    from ..core.jit import max_num_threads, set_num_threads  # without importing numba
 
     n = int(execution.workers or 0)
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)) if n
-                          else numba.config.NUMBA_NUM_THREADS)
+    set_num_threads(max(1, min(n, max_num_threads())) if n else max_num_threads())

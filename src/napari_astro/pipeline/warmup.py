@@ -166,6 +166,8 @@ def cache_is_warm() -> bool:
     compiled. (numba's index loader is internal; any failure counts as cold.)"""
     from ..core.integration.kernels import _rows_winsorized
 
+    if getattr(_rows_winsorized, "aot_functions", None):
+        return True  # compiled ahead of time (tools/build_aot.py): nothing to warm
     try:
         return bool(_rows_winsorized._cache._cache_file._load_index())
     except Exception:  # noqa: BLE001 - unreadable or moved internals: treat as cold

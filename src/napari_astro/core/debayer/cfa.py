@@ -5,10 +5,12 @@ pattern-free luminance."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+
+from ..jit import njit
 
 from ..errors import BadInputError
 from ..image import BAYER_PATTERNS
+from ..stats import run_in_threads
 
 __all__ = ["cfa_color_index", "cfa_plane_slices", "mosaic", "equalize_cfa", "cfa_luminance"]
 
@@ -78,11 +80,11 @@ def _mirror(i, n):
     return i
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _scale_cells(a, fcell, out):
-    # out[y, x] = a[y, x] * fcell[y % 2, x % 2]
+@njit(cache=True, nogil=True, aot="void(f4[:, ::1], f4[:, ::1], f4[:, ::1], i8, i8)")
+def _scale_cells_rows(a, fcell, out, y0, y1):
+    # out[y, x] = a[y, x] * fcell[y % 2, x % 2], rows y0..y1 (run_in_threads)
     h, w = a.shape
-    for y in prange(h):
+    for y in range(y0, y1):
         f0 = fcell[y & 1, 0]
         f1 = fcell[y & 1, 1]
         for x in range(0, w - 1, 2):
@@ -134,7 +136,7 @@ def equalize_cfa(data: np.ndarray, pattern: str, *, return_factors: bool = False
     if src.dtype != np.float32 or src.ndim != 2:
         src = np.asarray(src, dtype=np.float32)
     out = np.empty(src.shape, np.float32)
-    _scale_cells(src, fcell, out)
+    run_in_threads(_scale_cells_rows, src.shape[0], np.ascontiguousarray(src), fcell, out)
     if return_factors:
         return out, np.array(factors)
     return out
@@ -152,15 +154,15 @@ def cfa_luminance(data2d: np.ndarray, pattern: str | None = None) -> np.ndarray:
     if pattern is None:
         return data
     _check_pattern(pattern)
-    out = np.empty_like(data)
-    _lum_kernel(np.ascontiguousarray(data), out)
+    out = np.empty(data.shape, np.float32)
+    run_in_threads(_lum_kernel_rows, data.shape[0], np.ascontiguousarray(data), out)
     return out
 
 
-@njit(cache=True, parallel=True, nogil=True)
-def _lum_kernel(a, out):
+@njit(cache=True, nogil=True, aot="void(f4[:, ::1], f4[:, ::1], i8, i8)")
+def _lum_kernel_rows(a, out, r0_, r1_):
     h, w = a.shape
-    for y in prange(h):
+    for y in range(r0_, r1_):
         y0 = _mirror(y - 1, h)
         y2 = _mirror(y + 1, h)
         for x in range(w):

@@ -4,7 +4,7 @@ v2.3 in row-block pipelines; helpers to shift data positive and find its minimum
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..stats import run_in_threads
 
@@ -44,7 +44,8 @@ def _bilinear_pixel(cfa, cf, out, y, x, h, w):
     out[2, y, x] = v0 if own == 2 else (s2 / n2 if n2 else v0)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[:, ::1], f4[:, :, ::1], i8, i8, i8)")
 def _bilinear_kernel_rows(cfa, cf, out, border, i0, i1):
     # border > 0: only fill pixels within `border` of an edge (RCD's frame).
     # The interior uses the closed Bayer formulas (no mirroring, no colour tests per
@@ -145,7 +146,8 @@ def _chunks(lo, hi, n):
     return b
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[:, ::1], f4[:, :, ::1], f4[:, ::1], i8, i8, i8)")
 def _rcd_green_rows(cfa, cf, rgb, vh, nblk, i0, i1):
     """RCD steps 1-3: V/H discrimination (into ``vh``) and green at red/blue sites.
 
@@ -235,7 +237,8 @@ def _rcd_green(cfa, cf, rgb, vh, nblk):
     run_in_threads(_rcd_green_rows, nblk, cfa, cf, rgb, vh, nblk, chunks_per_thread=1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[:, ::1], f4[:, :, ::1], i8, i8, i8)")
 def _rcd_redblue_rows(cfa, cf, rgb, nblk, i0, i1):
     """RCD step 4.1-4.3: red at blue sites and blue at red sites (rows/cols 6..n-7).
 
@@ -311,7 +314,8 @@ def _rcd_redblue(cfa, cf, rgb, nblk):
     run_in_threads(_rcd_redblue_rows, nblk, cfa, cf, rgb, nblk, chunks_per_thread=1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[:, ::1], f4[:, :, ::1], f4[:, ::1], i8, i8)")
 def _rcd_green_sites_rows(cfa, cf, rgb, vh, i0, i1):
     """RCD step 4.4: red and blue at green sites (rows/cols 6..n-7)."""
     h, w = cfa.shape

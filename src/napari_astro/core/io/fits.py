@@ -20,7 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
-import numba
+from .. import jit  # njit: the AOT kernel, or numba when needed
 import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyWarning
@@ -348,7 +348,7 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
                       mask=mask)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit.njit(cache=True, nogil=True)
 def _int_to_float32(a, out, bscale, bzero, inv, i0, i1):  # pragma: no cover - compiled
     # One pass, float64 arithmetic, one rounding: exact to float32 for every integer
     # type (serial over [i0, i1), run in threads by core.stats.run_in_threads).
@@ -356,7 +356,8 @@ def _int_to_float32(a, out, bscale, bzero, inv, i0, i1):  # pragma: no cover - c
         out[i] = np.float32((np.float64(a[i]) * bscale + bzero) * inv)
 
 
-@numba.njit(cache=True, nogil=True)
+@jit.njit(cache=True, nogil=True,
+          aot="void(u2[::1], f4[::1], f8, f8, f8, i8, i8)")
 def _swapped_int16_to_float32(a, out, bscale, bzero, inv, i0, i1):  # pragma: no cover
     # ``a``: big-endian int16 read as native uint16 (bytes swapped); the byte swap,
     # BZERO/BSCALE and normalisation in one pass, same arithmetic as _int_to_float32

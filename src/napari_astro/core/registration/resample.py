@@ -10,7 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..image import AstroImage
 from ..stats import run_in_threads
@@ -197,7 +197,8 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
                     tmp_img[c, r, k] = acc
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+@njit(cache=True, fastmath=True, nogil=True,
+      aot="void(f4[:, :, ::1], f4[:, :, ::1], i8, f8, f8, f8, f4[:, ::1], i8, i8, i8)")
 def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
                        i1):  # pragma: no cover
     """:func:`_pass_rows_rows` for Lanczos-3 when ``not transposed``, the same values
@@ -377,7 +378,8 @@ def _pass_cols_rows(tmp_img, transposed, ylo, src, minv, out, footprint, lut, ra
                 out[c, yo, xo] = acc
 
 
-@njit(cache=True, fastmath=True, nogil=True)
+@njit(cache=True, fastmath=True, nogil=True,
+      aot="void(f4[:, :, ::1], i8, f4[:, :, ::1], f8[:, ::1], f4[:, :, ::1], b1[:, ::1], f4[:, ::1], i8, b1, b1[:, ::1], b1[:, ::1], i8, i8)")
 def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp,
                        src_mask, out_mask, i0, i1):  # pragma: no cover
     """:func:`_pass_cols_rows` for Lanczos-3 when ``not transposed``, the same values

@@ -5,7 +5,7 @@ SExtractor do before detection."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 from scipy import ndimage
 
 from ..stats import MAD_SIGMA, run_in_threads
@@ -43,7 +43,8 @@ def _interp_weights(n_out: int, n_mesh: int, block: int):
     return j0, j0 + 1, m[rows, j0].copy(), m[rows, j0 + 1].copy()
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], i8[::1], i8[::1], f4[::1], f4[::1], f4[:, ::1], i8, i8)")
 def _interp_rows(rows, jx0, jx1, wx0, wx1, out, i0, i1):  # pragma: no cover - numba
     """``out[y] = rows[y] @ ax.T`` for the 2-tap interpolation rows of ``ax``."""
     w = out.shape[1]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..stats import run_in_threads
 
@@ -40,7 +40,8 @@ def _find_peaks(r: np.ndarray, thr, border: int, max_out: int):
             v[keep].astype(np.float32))
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f4[:, ::1], i8, i8)")
 def _box_lum_rows(d, out, i0, i1):  # pragma: no cover - numba
     """Rows of :func:`.detect.cfa_box_luminance`: the 2x2 window means."""
     w = out.shape[1]
@@ -58,7 +59,8 @@ def _gauss_weights(sigma: float, truncate: float = 3.0) -> np.ndarray:
     return phi / phi.sum()
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f8[::1], f4[:, ::1], i8, i8)")
 def _smooth_cols_rows(data, wts, tmp, i0, i1):  # pragma: no cover - numba
     """Vertical pass of the Gaussian (edge rows repeated) into float32 ``tmp``:
     scipy's symmetric-kernel sum, ``w0 x0 + sum_j wj (x-j + x+j)`` in float64.
@@ -82,7 +84,8 @@ def _smooth_cols_rows(data, wts, tmp, i0, i1):  # pragma: no cover - numba
             t[x] = acc[x]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f8[::1], f4[:, ::1], f4[:, ::1], i8, i8)")
 def _smooth_rows_rows(tmp, wts, bkg, out, i0, i1):  # pragma: no cover - numba
     """Horizontal pass of the Gaussian (edge columns repeated), minus ``bkg``:
     ``out = float32(smooth) - bkg``, the matched-filter residual. The interior of a
@@ -264,7 +267,8 @@ def _moments(data, bkg, ped, cx, cy, sw2, max_radius):  # pragma: no cover - num
     return ok, cx, cy, sw2, s0, mxx, myy, mxy
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f4[:, ::1], i4[::1], i4[::1], f8, i8, f8, f8[:, ::1], i8, i8)")
 def _measure_rows(data, bkg, ys, xs, sigma0, max_radius, sat_level, out, i0,
                   i1):  # pragma: no cover
     """Adaptive-moment measurement of each candidate.
