@@ -17,6 +17,7 @@ from numba import njit
 # temporaries the size of the stack.
 
 _XBLOCK = 128      # pixels sorted together (one SIMD lane each)
+_WSTEPS = 2        # set steps of _wins_first_pass (1, 2, 3 measured alike; 2 kept)
 
 
 def _batcher_pairs(n: int) -> np.ndarray:
@@ -361,12 +362,123 @@ def _block_prefix(blk, nb, cnt, shift, P1, P2):
             b2[k] = a2[k] + d * d
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _count_set(blk, nb, m, c0, c1, na, nz):
+    """Per pixel k: ``na[k]`` = number of values < ``c0[k]``, ``nz[k]`` = m - number
+    of values > ``c1[k]`` (what the per-pixel scans from both ends find). The values
+    are sorted, so each count stops at the first row where no pixel counts (pixels
+    not iterating have c0 = -inf, c1 = +inf): about the 10 % clipped at each end,
+    not all N rows."""
+    for k in range(nb):
+        na[k] = 0
+        nz[k] = m
+    for j in range(m):
+        row = blk[j]
+        hit = 0
+        for k in range(nb):
+            t = np.float64(row[k]) < c0[k]
+            na[k] += t
+            hit += t
+        if hit == 0:
+            break
+    for j in range(m - 1, -1, -1):
+        row = blk[j]
+        hit = 0
+        for k in range(nb):
+            t = np.float64(row[k]) > c1[k]
+            nz[k] -= t
+            hit += t
+        if hit == 0:
+            break
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _wins_first_pass(blk, nb, cnt, shift, P1, P2, plow, phigh, st, ia, ib, na, nz, okc,
+                     c0, c1, root):
+    """The first Winsorized iteration of the block's pixels, SIMD over them where it
+    can: ``st[k]`` = 1 when pixel k has all N values and that iteration rejects
+    nothing (the pixel is done: its range is the whole column), else the per-pixel
+    code runs (st 2). The operations of the per-pixel code (see _rows_sorted), its
+    scans replaced by counts; a set that has not settled after ``_WSTEPS`` steps goes
+    to the per-pixel code. Most pixels stop after this iteration, so the per-pixel
+    code (branchy, latency-bound) runs for the 6-15 % that reject something.
+    Measured, CPU s of one (N, 3, 540, 1920) tile of noise, one thread, per-pixel
+    code only -> with this pass (5 alternating runs, loaded machine): N=4 0.23 ->
+    0.21, N=16 0.43 -> 0.35, N=20 0.47 -> 0.41, N=40 0.80 -> 0.72."""
+    m = blk.shape[0]
+    inv_m = 1.0 / m
+    k2 = 1.134 * 1.134 / (m - 1)
+    mu = 0.0                      # med - shift: the first median is the shift
+    for k in range(nb):
+        s1 = P1[m, k] - P1[0, k]
+        s2 = P2[m, k] - P2[0, k]
+        var = (s2 - s1 * s1 / m) / (m - 1)
+        sd = math.sqrt(var) if var > 0.0 else 0.0
+        med = shift[k]
+        live = (cnt[k] == m) & (sd > 0.0)
+        c0[k] = med - 1.5 * sd if live else -np.inf
+        c1[k] = med + 1.5 * sd if live else np.inf
+        st[k] = 0 if live else 2      # 0: iterating
+    _count_set(blk, nb, m, c0, c1, ia, ib)
+    for _step in range(_WSTEPS):
+        busy = 0
+        for k in range(nb):
+            busy += st[k] == 0
+        if busy == 0:
+            break
+        # branch-free over the pixels (selects; the kernel's error model is numpy's,
+        # so a division of a lane that is not iterating cannot raise)
+        for k in range(nb):
+            a = ia[k]
+            b = ib[k]
+            nc = a + (m - b)
+            dn = (m - b) - a
+            u = nc * mu + (P1[b, k] - P1[a, k])
+            q2 = 1.0 - 2.25 * k2 * (nc - dn * dn * inv_m)
+            q1 = 3.0 * k2 * dn * (mu - u * inv_m)
+            q0 = k2 * (nc * mu * mu + (P2[b, k] - P2[a, k]) - u * u * inv_m)
+            sq = math.sqrt(max(q1 * q1 + 4.0 * q2 * q0, 0.0))
+            r = (q1 + sq) / (2.0 * q2) if q1 >= 0.0 else 2.0 * q0 / (sq - q1)
+            good = (q2 > 0.0) & (q0 > 0.0) & (r > 0.0)
+            live = st[k] == 0
+            st[k] = 2 if (live and not good) else st[k]
+            root[k] = r
+            med = shift[k]
+            c0[k] = med - 1.5 * r if live & good else -np.inf
+            c1[k] = med + 1.5 * r if live & good else np.inf
+            # the contraction at the root |(1 - q2) + q1 / (2 r)| <= 0.9, for when
+            # the set stays
+            okc[k] = abs((1.0 - q2) * r + 0.5 * q1) <= 0.9 * r
+        _count_set(blk, nb, m, c0, c1, na, nz)
+        for k in range(nb):
+            if st[k] != 0:
+                continue
+            if na[k] == ia[k] and nz[k] == ib[k]:
+                if not okc[k]:
+                    st[k] = 2
+                    continue
+                # settled: done if the clip at root - 0.75 % rejects nothing (then
+                # neither does any sigma above it)
+                r = root[k]
+                med = shift[k]
+                below = plow * r * (1.0 - 7.5e-3)
+                above = phigh * r * (1.0 - 7.5e-3)
+                st[k] = 1 if (not med - blk[0, k] > below and
+                              not blk[m - 1, k] - med > above) else 2
+            else:
+                ia[k] = na[k]
+                ib[k] = nz[k]
+    for k in range(nb):
+        if st[k] == 0:
+            st[k] = 2
+
+
 # The per-pixel code below is written out in one function, not in helpers: an inlined
 # helper taking arrays increfs and decrefs each of them on every call (NRT calls the
 # refcount pruning leaves in), which was most of the per-pixel cost. Measured, one
 # thread, 3 x 540 x 1920, N = 4, the combine of a pixel rejecting nothing: 0.19 s with
 # a helper, 0.02 s written out.
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, nvalid,
                  lowc, highc, finv, frl, frh, cr0, cr1):
     """Rows ``cr0..cr1-1`` with a value-threshold rejection: ``method`` 0 (none), 1
@@ -409,6 +521,10 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
     shift = np.empty(_XBLOCK, np.float64)
     P1 = np.empty((N + 1, _XBLOCK), np.float64)
     P2 = np.empty((N + 1, _XBLOCK), np.float64)
+    st = np.zeros(_XBLOCK, np.int8)
+    okc = np.empty(_XBLOCK, np.bool_)
+    li = np.empty((4, _XBLOCK), np.int64)
+    lf = np.empty((3, _XBLOCK), np.float64)
     inf = np.float32(np.inf)
     for cr in range(cr0, cr1):
         c = cr // R
@@ -419,6 +535,9 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
             _network_sort_values(blk, nb, comps)
             if method == 1 or method == 2:
                 _block_prefix(blk, nb, cnt, shift, P1, P2)
+            if method == 2 and iters > 0 and N >= 3:
+                _wins_first_pass(blk, nb, cnt, shift, P1, P2, plow, phigh, st, li[0], li[1],
+                                 li[2], li[3], okc, lf[0], lf[1], lf[2])
             for k in range(nb):
                 n = cnt[k]
                 x = x0 + k
@@ -435,7 +554,7 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
                         lo += 1
                     while hi > lo and blk[hi - 1, k] - med > above:
                         hi -= 1
-                if (method == 1 or method == 2) and n >= 3:
+                if (method == 1 or method == 2) and n >= 3 and st[k] != 1:
                     sh = shift[k]
                     for _it in range(iters):
                         m = hi - lo
