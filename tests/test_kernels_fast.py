@@ -113,7 +113,8 @@ def test_value_sorted_kernels_match_reference(n, rej, combine):
     np.testing.assert_array_equal(highc[0, 0], ehigh)
     np.testing.assert_array_equal(frl, efl)
     np.testing.assert_array_equal(frh, efh)
-    np.testing.assert_allclose(out[0, 0], exp, rtol=0, atol=2e-7 * max(1, n if combine == "sum" else 1))
+    atol = 2e-7 * (n if combine == "sum" else 1)
+    np.testing.assert_allclose(out[0, 0], exp, rtol=0, atol=atol)
     # the data provoke rejections (sigma clipping cannot reject at 2.5 sigma with
     # n <= 7: no value of n can sit more than (n - 1) / sqrt(n) sd from the mean)
     if not (isinstance(rej, SigmaClip) and n < 8):
