@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 # Why hand-written: per pixel we need the sorted N values and a few passes over them.
 # numpy can only do that with (N, pixels) temporaries and masked statistics per
@@ -17,6 +17,13 @@ from numba import njit
 # temporaries the size of the stack.
 
 _XBLOCK = 128      # pixels sorted together (one SIMD lane each)
+
+# The one signature of every row kernel (buf, A, B, W, plow, phigh, iters, crit, rmax,
+# combine, comps, out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1): compiled ahead
+# of time with it (tools/build_aot.py, core/jit.py).
+_ROW_SIG = ("void(f4[:, :, :, ::1], f8[:, ::1], f8[:, ::1], f8[:, ::1], f8, f8, i8, f8[:, ::1], "
+            "i8[::1], i8, i4[:, ::1], f4[:, :, ::1], u2[:, :, ::1], u2[:, :, ::1], "
+            "u2[:, :, ::1], i8[:, ::1], i8[:, ::1], i8[:, ::1], i8, i8)")
 _WSTEPS = 2        # set steps of _wins_first_pass (1, 2, 3 measured alike; 2 kept)
 
 
@@ -720,7 +727,7 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
                 out[c, r, x] = res
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_none(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     """No rejection, median combine (needs the sorted values)."""
@@ -728,28 +735,28 @@ def _rows_none(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                  nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_sigma(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                 out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     _rows_sorted(np.int64(1), buf, A, B, W, plow, phigh, iters, combine, comps, out,
                  nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_winsorized(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                      out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     _rows_sorted(np.int64(2), buf, A, B, W, plow, phigh, iters, combine, comps, out,
                  nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_percentile(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                      out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     _rows_sorted(np.int64(4), buf, A, B, W, plow, phigh, iters, combine, comps, out,
                  nvalid, lowc, highc, finv, frl, frh, cr0, cr1)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_accumulate(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                      out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     """No rejection, average or sum: accumulate frame by frame (SIMD over pixels)."""
@@ -798,7 +805,7 @@ def _rows_accumulate(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comp
                     out[c, r, x] = acc[k] / accw[k] if accw[k] > 0.0 else 0.0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_gesd(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     N, C, R, X = buf.shape
@@ -830,7 +837,7 @@ def _rows_gesd(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                         frl, frh)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_linear(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                  out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     N, C, R, X = buf.shape
@@ -860,7 +867,7 @@ def _rows_linear(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                         frl, frh)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, aot=_ROW_SIG)
 def _rows_minmax(buf, A, B, W, plow, phigh, iters, crit, rmax, combine, comps,
                  out, nvalid, lowc, highc, finv, frl, frh, cr0, cr1):
     N, C, R, X = buf.shape
