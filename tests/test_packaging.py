@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(180)
 
 
-def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], extra_env: dict | None = None, **kw) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env.setdefault("QT_QPA_PLATFORM", "offscreen")
+    env.update(extra_env or {})
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=170, **kw)
     assert out.returncode == 0, f"{' '.join(map(str, cmd))}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return out
@@ -46,7 +47,7 @@ def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src") / "napari-astro"
     shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
         ".git", ".venv", "__pycache__", "*.egg-info", "dist", "build", ".pytest_cache",
-        "benchmarks", "docs", "tests"))
+        "benchmarks", "docs", "tests", "_aot*"))
     cmd = [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist)]
     try:
         import hatchling  # noqa: F401
@@ -54,7 +55,9 @@ def wheel(tmp_path_factory) -> Path:
         cmd.append("--no-isolation")  # offline and ~10x faster than an isolated build
     except ImportError:
         pass
-    _run(cmd + [str(src)])
+    # without the build hook's prebuilt kernels (hatch_build.py: a minute of compiling;
+    # measured by benchmarks/bench_first_run.py --pip-venv instead)
+    _run(cmd + [str(src)], extra_env={"NAPARI_ASTRO_NO_PREBUILD": "1"})
     wheels = list(dist.glob("napari_astro-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
