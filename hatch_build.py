@@ -47,7 +47,11 @@ class NumbaCacheHook(BuildHookInterface):
         shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         env = dict(os.environ)
         env.pop("NUMBA_CACHE_DIR", None)        # compile into the copy's __pycache__
-        env["PYTHONPATH"] = self._tmp
+        # the copy first, then everything this interpreter sees: pip's build isolation
+        # may itself live on PYTHONPATH (pip 23 does), so it is extended, not replaced
+        env["PYTHONPATH"] = os.pathsep.join(
+            [self._tmp] + [p for p in sys.path if p]
+            + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
         env["NAPARI_ASTRO_NO_WARMUP"] = "1"
         t0 = time.perf_counter()
         # 1. the entry kernels ahead of time into napari_astro/_aot*.so (loaded without
