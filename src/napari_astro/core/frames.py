@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from astropy.io import fits
+from .header import Header
 
 from .errors import BadInputError
 from .io import IMAGE_EXTENSIONS, read_info
@@ -67,7 +67,7 @@ for _t, _names in {
 PRODUCT_TYPES = ("masterlight", "stackedlight", "stack", "truth")
 
 
-def product_type(header: fits.Header | None) -> str | None:
+def product_type(header: Header | None) -> str | None:
     """The IMAGETYP of a processed product (see :data:`PRODUCT_TYPES`), else None."""
     if header is None:
         return None
@@ -90,13 +90,13 @@ for _t, _names in {
         _FOLDERS[_n] = _t
 
 
-def frame_type_from(header: fits.Header | None, path: "str | os.PathLike[str]", *,
+def frame_type_from(header: Header | None, path: "str | os.PathLike[str]", *,
                     default: FrameType | None = None) -> FrameType:
     """The frame type from ``IMAGETYP``, else the folder name, else ``default``.
 
     Parameters
     ----------
-    header : astropy.io.fits.Header or None
+    header : napari_astro.core.header.Header or None
         The frame's header; ``IMAGETYP`` (also ``FRAMETYP``, ``FRAME``) is matched
         case-insensitively, ignoring spaces, dashes and underscores ("Light Frame",
         "object", "Bias", "zero", "Offset", "Dark Flat", "FlatDark"...).
@@ -135,7 +135,7 @@ def frame_type_from(header: fits.Header | None, path: "str | os.PathLike[str]", 
                            "(lights/, darks/, flats/, bias/, darkflats/)")
 
 
-def _float(header: fits.Header, keys: Iterable[str]) -> float | None:
+def _float(header: Header, keys: Iterable[str]) -> float | None:
     for key in keys:
         v = header.get(key)
         if v is None or isinstance(v, bool):
@@ -149,7 +149,7 @@ def _float(header: fits.Header, keys: Iterable[str]) -> float | None:
     return None
 
 
-def _binning(header: fits.Header) -> tuple[int, int]:
+def _binning(header: Header) -> tuple[int, int]:
     bx = _float(header, ("XBINNING", "CCDXBIN", "BINX", "HBIN"))
     by = _float(header, ("YBINNING", "CCDYBIN", "BINY", "VBIN"))
     if bx is None and by is None:
@@ -163,7 +163,7 @@ def _binning(header: fits.Header) -> tuple[int, int]:
     return bx, by
 
 
-def _filter(header: fits.Header) -> str | None:
+def _filter(header: Header) -> str | None:
     for key in ("FILTER", "FILTNAME", "FILTER1"):
         v = header.get(key)
         if v is not None and str(v).strip():
@@ -193,7 +193,7 @@ class FrameInfo:
         Data shape as read: ``(H, W)`` or ``(3, H, W)``.
     bayer : str or None
         CFA pattern of ``data[0, 0]`` (ROWORDER and offsets applied), None for mono.
-    header : astropy.io.fits.Header
+    header : napari_astro.core.header.Header
         The full header (not compared or hashed).
     """
 
@@ -206,7 +206,7 @@ class FrameInfo:
     gain: float | None
     shape: tuple[int, ...]
     bayer: str | None
-    header: fits.Header = dataclasses.field(compare=False, repr=False, hash=False)
+    header: Header = dataclasses.field(compare=False, repr=False, hash=False)
 
     @property
     def height(self) -> int:

@@ -19,7 +19,8 @@ import json
 from typing import Any, Mapping
 
 import numpy as np
-from astropy.io import fits
+
+from .header import Header
 
 __all__ = ["AstroImage", "BAYER_PATTERNS", "format_history"]
 
@@ -50,9 +51,11 @@ class AstroImage:
     ----------
     data : ndarray
         float32, ``(H, W)`` or ``(3, H, W)``; values nominally in [0, 1].
-    header : astropy.io.fits.Header
-        Metadata (FITS keywords). Readers fill it from the source file; HISTORY
-        cards are kept in :attr:`history` instead and merged on write.
+    header : napari_astro.core.header.Header
+        Metadata (FITS keywords; astropy's ``Header`` interface, without importing
+        astropy; an :class:`astropy.io.fits.Header` given here is converted).
+        Readers fill it from the source file; HISTORY cards are kept in
+        :attr:`history` instead and merged on write.
     mask : ndarray of bool, optional
         ``(H, W)``: True where the pixel is valid (e.g. a registration footprint).
     history : list of str
@@ -65,7 +68,7 @@ class AstroImage:
     """
 
     data: np.ndarray
-    header: fits.Header = dataclasses.field(default_factory=fits.Header)
+    header: Header = dataclasses.field(default_factory=Header)
     mask: np.ndarray | None = None
     history: list[str] = dataclasses.field(default_factory=list)
     bayer: str | None = None
@@ -81,7 +84,9 @@ class AstroImage:
             raise ValueError(f"image data must be (H, W) or (3, H, W), got {data.shape}")
         self.data = data
         if self.header is None:
-            self.header = fits.Header()
+            self.header = Header()
+        elif not isinstance(self.header, Header) and hasattr(self.header, "cards"):
+            self.header = Header.from_astropy(self.header)
         if self.mask is not None:
             self.mask = np.asarray(self.mask, dtype=bool)
             if self.mask.shape != self.shape2d:

@@ -11,9 +11,8 @@ import importlib
 import os
 from pathlib import Path
 
-from astropy.io import fits
-
 from ..errors import BadInputError
+from ..header import Header
 from ..image import AstroImage
 from .fits import (FITS_EXTENSIONS, cfa_pattern_from_header, read_fits, read_fits_header,
                    read_fits_info, write_fits)
@@ -53,7 +52,7 @@ class ImageInfo:
 
     Attributes
     ----------
-    header : astropy.io.fits.Header
+    header : napari_astro.core.header.Header
         Metadata as :func:`read_image` would put in ``AstroImage.header``.
     shape : tuple of int
         Data shape as :func:`read_image` would return it: ``(H, W)`` or ``(3, H, W)``.
@@ -63,7 +62,7 @@ class ImageInfo:
         Provenance lines stored in the file.
     """
 
-    header: fits.Header
+    header: Header
     shape: tuple[int, ...]
     bayer: str | None = None
     history: tuple[str, ...] = ()
@@ -104,7 +103,7 @@ def _readers(path: "str | os.PathLike[str]"):
     raise BadInputError(path, f"unsupported file type {Path(path).suffix!r}")
 
 
-def read_header(path: "str | os.PathLike[str]") -> fits.Header:
+def read_header(path: "str | os.PathLike[str]") -> Header:
     """Metadata only (FITS header or the equivalent), without reading pixels if possible."""
     return read_info(path).header
 

@@ -9,6 +9,12 @@ XBAYROFF/YBAYROFF folded into the pattern of ``data[0, 0]``.
 Writing: float32, channel-first colour (NAXIS3 = 3), HISTORY lines (longer ones split
 over continued cards, see :func:`encode_history`), reals written so they read back
 bit-identical, ``.fz`` names tile-compressed losslessly, atomically.
+
+Uncompressed files whose primary HDU holds the image (every camera's and our own)
+are read and written without astropy: headers by :mod:`napari_astro.core.header`
+(cards as astropy parses and formats them), pixels by positioned reads. Importing
+astropy.io.fits costs 0.18 s and 25 MB of resident memory (it pulls astropy.units);
+compressed, gzipped, multi-extension or otherwise unusual files still go through it.
 """
 
 from __future__ import annotations
@@ -22,10 +28,9 @@ from pathlib import Path
 
 from .. import jit  # njit: the AOT kernel, or numba when needed
 import numpy as np
-from astropy.io import fits
-from astropy.utils.exceptions import AstropyWarning
 
 from ..errors import BadInputError
+from ..header import BLOCK_LENGTH, CARD_LENGTH, Card, Header, HeaderParseError, parse_cards
 from ._common import check_readable, short_error
 from ..image import BAYER_PATTERNS, AstroImage
 from ._atomic import atomic_output
@@ -60,7 +65,7 @@ def flip_pattern_rows(pattern: str, height: int) -> str:
     return shift_pattern(pattern, 0, (height - 1) % 2)
 
 
-def cfa_pattern_from_header(header: fits.Header, height: int | None = None) -> str | None:
+def cfa_pattern_from_header(header: Header, height: int | None = None) -> str | None:
     """CFA pattern of ``data[0, 0]`` from BAYERPAT/COLORTYP + ROWORDER + X/YBAYROFF.
 
     Returns None for mono data.
@@ -85,7 +90,7 @@ def cfa_pattern_from_header(header: fits.Header, height: int | None = None) -> s
     return pattern
 
 
-def _scale_for(hdu_header: fits.Header, dtype: np.dtype) -> float:
+def _scale_for(hdu_header: Header, dtype: np.dtype) -> float:
     """Divisor that maps integer physical values to [0, 1]."""
     bitpix = int(hdu_header.get("ZBITPIX", hdu_header.get("BITPIX", -32)))
     if bitpix == 8:
@@ -119,7 +124,7 @@ _COMPRESSION_KEY = re.compile(
     r"TFIELDS|TTYPE\d+|TFORM\d+|TUNIT\d+|THEAP)$")
 
 
-def _header_shape(header: fits.Header, path: Path) -> tuple[int, ...]:
+def _header_shape(header: Header, path: Path) -> tuple[int, ...]:
     """Data shape as :func:`read_fits` returns it, from NAXIS* alone.
 
     ``(H, W)`` for 2-D data (also a 3-D cube with one plane), ``(3, H, W)`` for colour.
@@ -140,7 +145,9 @@ def _header_shape(header: fits.Header, path: Path) -> tuple[int, ...]:
                               "(need a 2-D image or 3 colour planes)")
 
 
-def _image_hdu_index(hdul: fits.HDUList, path: Path) -> int:
+def _image_hdu_index(hdul, path: Path) -> int:
+    from astropy.io import fits
+
     for i, hdu in enumerate(hdul):
         if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
             naxis = int(hdu.header.get("ZNAXIS", hdu.header.get("NAXIS", 0)) or 0)
@@ -149,34 +156,95 @@ def _image_hdu_index(hdul: fits.HDUList, path: Path) -> int:
     raise BadInputError(path, "no image data in any HDU")
 
 
-def _image_hdu(hdul: fits.HDUList, path: Path):
+def _image_hdu(hdul, path: Path):
     return hdul[_image_hdu_index(hdul, path)]
 
 
-def _check_complete(hdul: fits.HDUList, index: int, path: Path) -> None:
+def _check_complete(hdul, index: int, path: Path) -> None:
     """Raise if the file ends before the data of HDU ``index`` do (header-only check).
 
     Missing final padding is tolerated (some writers omit it); missing pixels are not.
     """
     if str(path).lower().endswith(".gz"):
         return
+    from astropy.io import fits
+
     info = _hdu_location(hdul, index)
     hdu = hdul[index]
     if isinstance(hdu, fits.CompImageHDU):
         # The bintable size is only known padded; demand all but the last block's padding.
         need = info["datLoc"] + max(0, info["datSpan"] - 2879)
     else:
-        h = hdu.header
-        n = 1
-        for i in range(1, int(h.get("NAXIS", 0)) + 1):
-            n *= int(h.get(f"NAXIS{i}", 0))
-        need = info["datLoc"] + abs(int(h.get("BITPIX", 8))) // 8 * n
+        need = info["datLoc"] + _data_bytes(hdu.header)
     size = path.stat().st_size
     if size < need:
         raise BadInputError(path, f"truncated FITS file ({size} bytes, data need {need})")
 
 
-def _hdu_location(hdul: fits.HDUList, index: int) -> dict:
+def _data_bytes(h) -> int:
+    """Bytes of the data array of an uncompressed image HDU with header ``h``."""
+    n = 1
+    for i in range(1, int(h.get("NAXIS", 0)) + 1):
+        n *= int(h.get(f"NAXIS{i}", 0))
+    return abs(int(h.get("BITPIX", 8))) // 8 * n
+
+
+_PRINTABLE = re.compile(r"[ -~]*\Z")
+_END = b"END" + b" " * 77
+
+
+def _plain_primary(path: Path) -> "tuple[Header, int] | None":
+    """``(full header, data offset)`` of the primary HDU when it holds the image
+    uncompressed (not gzipped, NAXIS >= 2, no random groups, every card parsed as
+    astropy parses it; also checks that the file holds the data); None: let astropy
+    read the file. 0.3 ms per Seestar light vs 0.8 ms through astropy, and no
+    astropy import (0.18 s, 25 MB)."""
+    if path.name.lower().endswith((".gz", ".fz")):
+        return None
+    blocks = []
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(BLOCK_LENGTH)
+            if len(block) < BLOCK_LENGTH:
+                return None  # no END: astropy says what is wrong
+            blocks.append(block)
+            if any(block[i:i + CARD_LENGTH] == _END
+                   for i in range(0, BLOCK_LENGTH, CARD_LENGTH)):
+                break
+            if len(blocks) > 1000:
+                return None
+    try:
+        text = b"".join(blocks).decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not _PRINTABLE.match(text):
+        return None
+    try:
+        cards, found = parse_cards(text)
+    except (HeaderParseError, ValueError):
+        return None
+    if not found or not cards or cards[0].keyword != "SIMPLE" or cards[0].value is not True:
+        return None
+    hdr = Header()
+    hdr._cards = cards
+    naxis = hdr.get("NAXIS")
+    bitpix = hdr.get("BITPIX")
+    if (not isinstance(naxis, int) or naxis < 2 or bitpix not in (8, 16, 32, 64, -32, -64)
+            or "ZIMAGE" in hdr or hdr.get("GROUPS") is True):
+        return None
+    for i in range(1, naxis + 1):
+        if not isinstance(hdr.get(f"NAXIS{i}"), int):
+            return None
+    offset = len(blocks) * BLOCK_LENGTH
+    _header_shape(hdr, path)
+    need = offset + _data_bytes(hdr)
+    size = path.stat().st_size
+    if size < need:
+        raise BadInputError(path, f"truncated FITS file ({size} bytes, data need {need})")
+    return hdr, offset
+
+
+def _hdu_location(hdul, index: int) -> dict:
     """``hdrLoc``, ``datLoc`` and ``datSpan`` of HDU ``index`` as read from the file.
 
     ``HDUList.fileinfo`` adds whether the list was resized since it was read, which it
@@ -195,6 +263,14 @@ def read_fits_info_layout(path: str | os.PathLike[str]):
     BZERO as stored (before any scaling) and ``offset`` the data's byte position."""
     p = Path(path)
     _check_file(p)
+    plain = _plain_primary(p)
+    if plain is not None:
+        h, offset = plain
+        layout = (offset, int(h.get("BITPIX", 0)), float(h.get("BSCALE", 1.0)),
+                  float(h.get("BZERO", 0.0)), False)
+        return _clean_header(h), _header_shape(h, p), decode_history(h), layout
+    from astropy.io import fits
+
     with open_image_hdu(p, "cannot read FITS header", lazy_load_hdus=True,
                         do_not_scale_image_data=True) as (hdul, index, hdu, shape):
         compressed = isinstance(hdu, fits.CompImageHDU)
@@ -207,7 +283,7 @@ def read_fits_info_layout(path: str | os.PathLike[str]):
     return header, shape, history, layout
 
 
-def read_fits_info(path: str | os.PathLike[str]) -> tuple[fits.Header, tuple[int, ...], list[str]]:
+def read_fits_info(path: str | os.PathLike[str]) -> tuple[Header, tuple[int, ...], list[str]]:
     """Header, data shape and HISTORY of the first image HDU, without reading pixels.
 
     Also checks that the file is long enough to hold the data, so truncated files are
@@ -215,7 +291,7 @@ def read_fits_info(path: str | os.PathLike[str]) -> tuple[fits.Header, tuple[int
 
     Returns
     -------
-    header : astropy.io.fits.Header
+    header : astropy.io.Header
         Without structural keys and HISTORY (as :func:`read_fits` returns it).
     shape : tuple of int
         ``(H, W)`` or ``(3, H, W)``, as :func:`read_fits` would return the data.
@@ -224,6 +300,12 @@ def read_fits_info(path: str | os.PathLike[str]) -> tuple[fits.Header, tuple[int
     """
     p = Path(path)
     _check_file(p)
+    plain = _plain_primary(p)
+    if plain is not None:
+        h = plain[0]
+        return _clean_header(h), _header_shape(h, p), decode_history(h)
+    from astropy.io import fits
+
     with open_image_hdu(p, "cannot read FITS header", lazy_load_hdus=True) as (hdul, index, hdu,
                                                                             shape):
         _check_complete(hdul, index, p)
@@ -241,6 +323,9 @@ def open_image_hdu(path: Path, what: str, **open_kw):
     ``"<what> (<astropy's message>)"`` (astropy raises many types for corrupt files).
     ``open_kw`` go to :func:`astropy.io.fits.open` (``memmap`` is False).
     """
+    from astropy.io import fits
+    from astropy.utils.exceptions import AstropyWarning
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", AstropyWarning)
@@ -254,36 +339,34 @@ def open_image_hdu(path: Path, what: str, **open_kw):
         raise BadInputError(path, f"{what} ({short_error(exc)})") from None
 
 
-def read_fits_header(path: str | os.PathLike[str]) -> fits.Header:
+def read_fits_header(path: str | os.PathLike[str]) -> Header:
     """Header of the first image HDU (cheap: no pixel data is read)."""
     return read_fits_info(path)[0]
 
 
-def _clean_header(header: fits.Header, compressed: bool = False) -> fits.Header:
-    """Metadata cards of ``header``: no structural, scaling, HISTORY or COMMENT cards.
+def _clean_header(header: Header, compressed: bool = False) -> Header:
+    """Metadata cards of ``header`` (ours or astropy's) as a :class:`Header`: no
+    structural, scaling, HISTORY or COMMENT cards.
 
-    The Card objects are reused rather than re-parsed: 10x faster than appending
-    ``(key, value, comment)`` (0.05 vs 0.55 ms per Seestar header), which matters when
-    scanning hundreds of frames. Malformed cards are dropped.
-    """
-    keep = []
+    Our cards are reused, not re-parsed; astropy's are converted (malformed ones
+    dropped)."""
+    out = Header()
+    keep = out._cards
+    ours = isinstance(header, Header)
     for card in header.cards:
         key = card.keyword
         if key in _STRUCTURAL or key.startswith("NAXIS"):
             continue
         if compressed and _COMPRESSION_KEY.match(key):
             continue
-        keep.append(card)
-    try:
-        return fits.Header(keep)
-    except Exception:  # pragma: no cover - a malformed card: fall back card by card
-        out = fits.Header()
-        for card in keep:
-            try:
-                out.append((card.keyword, card.value, card.comment), end=True)
-            except Exception:
-                continue
-        return out
+        if ours:
+            keep.append(card.copy())
+            continue
+        try:
+            keep.append(Card(key, card.value, card.comment))
+        except Exception:  # noqa: BLE001 - a malformed card
+            continue
+    return out
 
 
 def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> AstroImage:
@@ -311,6 +394,41 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
     """
     p = Path(path)
     _check_file(p)
+    plain = _plain_primary(p)
+    if plain is not None:
+        hdr, offset = plain
+        shape = _header_shape(hdr, p)
+        history = decode_history(hdr)
+        header = _clean_header(hdr)
+        is_float = int(hdr["BITPIX"]) < 0
+        data = _read_plain(p, offset, hdr)
+        if data is None:
+            data = _read_other(p, offset, hdr)
+    else:
+        header, history, shape, data, is_float = _read_astropy(p)
+
+    data = data.reshape(shape)
+    mask = None
+    if is_float and str(header.get("FOOTPRNT", "")).upper() == "NAN":
+        # Our registered frames: NaN marks pixels outside the footprint (the
+        # integration reads them by tile and skips NaN). In memory: mask + zeros.
+        finite = np.isfinite(data)
+        if not finite.all():
+            mask = finite.all(axis=0) if data.ndim == 3 else finite
+            data[~finite] = 0  # our own buffer
+    # Integers are always finite; only float files can carry NaN/inf.
+    if check_finite and is_float and not np.isfinite(data).all():
+        n = int((~np.isfinite(data)).sum())
+        raise BadInputError(p, f"{n} pixels are NaN or infinite")
+    bayer = cfa_pattern_from_header(header, data.shape[-2]) if data.ndim == 2 else None
+    return AstroImage(data=data, header=header, history=history, bayer=bayer, path=str(p),
+                      mask=mask)
+
+
+def _read_astropy(p: Path):
+    """``read_fits``'s values through astropy (compressed, extension, unusual files)."""
+    from astropy.io import fits
+
     with open_image_hdu(p, "unreadable or truncated FITS",
                         do_not_scale_image_data=True) as (hdul, index, hdu, shape):
         hdr = hdu.header
@@ -329,23 +447,23 @@ def read_fits(path: str | os.PathLike[str], *, check_finite: bool = True) -> Ast
                 raise BadInputError(p, "no image data")
             is_float = raw.dtype.kind == "f"
             data = _to_float01(raw, hdr)
+    return header, history, shape, data, is_float
 
-    data = data.reshape(shape)
-    mask = None
-    if is_float and str(header.get("FOOTPRNT", "")).upper() == "NAN":
-        # Our registered frames: NaN marks pixels outside the footprint (the
-        # integration reads them by tile and skips NaN). In memory: mask + zeros.
-        finite = np.isfinite(data)
-        if not finite.all():
-            mask = finite.all(axis=0) if data.ndim == 3 else finite
-            data[~finite] = 0  # our own buffer
-    # Integers are always finite; only float files can carry NaN/inf.
-    if check_finite and is_float and not np.isfinite(data).all():
-        n = int((~np.isfinite(data)).sum())
-        raise BadInputError(p, f"{n} pixels are NaN or infinite")
-    bayer = cfa_pattern_from_header(header, data.shape[-2]) if data.ndim == 2 else None
-    return AstroImage(data=data, header=header, history=history, bayer=bayer, path=str(p),
-                      mask=mask)
+
+_STORED = {8: "u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+def _read_other(path: Path, offset: int, hdr: Header) -> np.ndarray:
+    """Pixels of an uncompressed HDU of any BITPIX as stored, then :func:`_to_float01`
+    (the values astropy's ``do_not_scale_image_data`` read gave)."""
+    bitpix = int(hdr["BITPIX"])
+    n = _data_bytes(hdr) // abs(bitpix // 8)
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        raw = np.fromfile(fh, dtype=np.dtype(_STORED[bitpix]), count=n)
+    if raw.size != n:
+        raise BadInputError(path, "truncated FITS data (file shorter than its header says)")
+    return _to_float01(raw, hdr)
 
 
 @jit.njit(cache=True, nogil=True)
@@ -376,7 +494,7 @@ def _convert(kernel, a: np.ndarray, out: np.ndarray, bscale: float, bzero: float
     run_in_threads(kernel, a.size, a, out, float(bscale), float(bzero), float(inv))
 
 
-def _read_plain(path: Path, offset: int, hdr: fits.Header) -> "np.ndarray | None":
+def _read_plain(path: Path, offset: int, hdr: Header) -> "np.ndarray | None":
     """The float32 pixels of an uncompressed 16-bit integer or 32-bit float image HDU,
     read with one positioned read and converted in one pass (None: let astropy read
     it). 16-bit: 1.6 vs 2.2 ms per 1080x1920 Seestar frame, and one buffer fewer."""
@@ -422,7 +540,7 @@ def _is_raw_int(arr: np.ndarray, bitpix: int) -> bool:
     return arr.dtype.kind == ("u" if bitpix == 8 else "i")
 
 
-def _to_float01(raw: np.ndarray, hdr: fits.Header) -> np.ndarray:
+def _to_float01(raw: np.ndarray, hdr: Header) -> np.ndarray:
     """float32 data: integers normalised by their type's full range, floats as stored."""
     bitpix = int(hdr.get("ZBITPIX", hdr.get("BITPIX", -32)))
     bscale = float(hdr.get("BSCALE", 1.0))
@@ -457,7 +575,7 @@ def encode_history(lines: "list[str]") -> list[str]:
     return cards
 
 
-def decode_history(header: fits.Header) -> list[str]:
+def decode_history(header: Header) -> list[str]:
     """The provenance lines of ``header``'s HISTORY cards, continued cards joined."""
     lines: list[str] = []
     pending = ""
@@ -480,19 +598,16 @@ def _exact_card(key: str, value, comment: str):
     significant digits and an exponent (1.2345678901234567E-300); such values are
     written from their shortest exact ``repr`` in free format instead.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)  # long comments get truncated
-        card = fits.Card(key, value, comment)
-        card.image  # noqa: B018 - format now, inside the warning filter
+    card = Card(key, value, comment)  # formatted as astropy does (too long: truncated)
     if (isinstance(value, float) and not isinstance(value, bool) and len(key) <= 8
             and np.isfinite(value)):
         text = repr(float(value)).upper()
-        if float(text) == value and fits.Card.fromstring(card.image).value != value:
+        if float(text) == value and Card.fromstring(card.image).value != value:
             image = f"{key:8}= {text:>20}"
             room = 80 - len(image) - 3
             if comment and room > 0:
                 image += " / " + comment[:room]
-            card = fits.Card.fromstring(image)
+            card = Card.fromstring(image)
     return card
 
 
@@ -517,7 +632,7 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         instead of a copy (saves a frame of memory when the caller discards the image).
     """
     p = Path(path)
-    header = fits.Header()
+    header = Header()
     for card in image.header.cards:
         if card.keyword in _STRUCTURAL or card.keyword.startswith("NAXIS"):
             continue
@@ -546,6 +661,9 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
         with atomic_output(p, overwrite=overwrite) as tmp:
             _write_plain(tmp, image.data, image.mask if masked else None, header, dtype)
         return p
+    from astropy.io import fits
+
+    header = header.to_astropy()
     if dtype == "uint16":
         data = np.clip(np.rint(image.data * 65535.0), 0, 65535).astype(np.uint16)
         hdu = fits.PrimaryHDU(data=data, header=header, uint=True)
@@ -571,14 +689,14 @@ def write_fits(image: AstroImage, path: str | os.PathLike[str], *, overwrite: bo
 _CHUNK_PIXELS = 1 << 18  # pixels converted at a time while writing (1 MB of float32)
 
 
-def _write_plain(path: Path, data: np.ndarray, mask, header: fits.Header, dtype: str) -> None:
+def _write_plain(path: Path, data: np.ndarray, mask, header: Header, dtype: str) -> None:
     """An uncompressed FITS file in one pass over the pixels: the header, then the data
     converted to big-endian a band of rows at a time (NaN outside ``mask``, or 16-bit
     with BZERO 32768), then the padding; no full-frame copy (astropy's writer swaps
     the whole array in place and back)."""
     shape = data.shape
     bitpix = 16 if dtype == "uint16" else -32
-    head = fits.Header()
+    head = Header()
     head["SIMPLE"] = (True, "conforms to FITS standard")
     head["BITPIX"] = (bitpix, "array data type")
     head["NAXIS"] = (len(shape), "number of array dimensions")

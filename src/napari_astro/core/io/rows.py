@@ -106,7 +106,7 @@ class ArraySource:
 class RowFrame:
     source: Any                 # FileSource or ArraySource
     name: str                   # path or label for messages
-    header: Any                 # astropy Header (cleaned)
+    header: Any                 # core.header.Header (cleaned)
     history: list
     bayer: Optional[str]
     ndim: int                   # 2 or 3 as AstroImage would hold it
