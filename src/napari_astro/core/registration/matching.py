@@ -10,7 +10,6 @@ import math
 from typing import Optional
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from ..stars import Stars
 from .transform import MODELS, RegistrationError, Transform, _apply_matrix
@@ -142,6 +141,92 @@ class Match:
     ref_index: np.ndarray
 
 
+# Neighbour searches in numpy, on points sorted by x (a window of |dx| <= radius, then
+# the exact test): the lists here hold tens to a few hundred stars, where this
+# matches scipy's cKDTree results exactly (same distances, same strict/inclusive
+# bounds) without importing scipy.spatial (0.1 s and part of scipy's 30 MB).
+class _Points:
+    """Points ``(N, 2)`` sorted by x for window searches (cKDTree's role here)."""
+
+    def __init__(self, xy: np.ndarray) -> None:
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        self.n = len(xy)
+        self.order = np.argsort(xy[:, 0], kind="stable")
+        self.x = xy[self.order, 0]
+        self.y = xy[self.order, 1]
+
+    def _candidates(self, q: np.ndarray, radius: float):
+        """``(query index, point index into the sorted arrays)`` of the points with
+        ``|dx| <= radius`` (a superset of those within ``radius``), by query."""
+        pad = radius * (1.0 + 1e-9) + 1e-12
+        lo = np.searchsorted(self.x, q[:, 0] - pad, "left")
+        hi = np.searchsorted(self.x, q[:, 0] + pad, "right")
+        cnt = hi - lo
+        total = int(cnt.sum())
+        qi = np.repeat(np.arange(len(q)), cnt)
+        k = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt) + lo[qi]
+        return qi, k
+
+    def _d2(self, q: np.ndarray, qi: np.ndarray, k: np.ndarray) -> np.ndarray:
+        dx = q[qi, 0] - self.x[k]
+        dy = q[qi, 1] - self.y[k]
+        return dx * dx + dy * dy
+
+    def query(self, q: np.ndarray, distance_upper_bound: float = np.inf):
+        """Nearest point to each of ``q`` closer than the bound (strictly, as
+        cKDTree.query): ``(distance, index)``, ``(inf, N)`` where there is none."""
+        q = np.asarray(q, dtype=np.float64).reshape(-1, 2)
+        m = len(q)
+        dist = np.full(m, np.inf)
+        idx = np.full(m, self.n, dtype=np.intp)
+        if m == 0 or self.n == 0:
+            return dist, idx
+        bound = float(distance_upper_bound)
+        if np.isfinite(bound):
+            qi, k = self._candidates(q, bound)
+        else:
+            qi = np.repeat(np.arange(m), self.n)
+            k = np.tile(np.arange(self.n), m)
+        d2 = self._d2(q, qi, k)
+        ok = d2 < bound * bound if np.isfinite(bound) else np.ones(d2.size, dtype=bool)
+        qi, k, d2 = qi[ok], self.order[k[ok]], d2[ok]
+        if qi.size:
+            first = np.lexsort((k, d2, qi))
+            keep = np.ones(first.size, dtype=bool)
+            keep[1:] = qi[first][1:] != qi[first][:-1]
+            sel = first[keep]
+            dist[qi[sel]] = np.sqrt(d2[sel])
+            idx[qi[sel]] = k[sel]
+        return dist, idx
+
+    def any_within(self, q: np.ndarray, bound: float) -> np.ndarray:
+        """True where a point is closer than ``bound`` (strictly) to ``q``."""
+        q = np.asarray(q, dtype=np.float64).reshape(-1, 2)
+        qi, k = self._candidates(q, bound)
+        hit = self._d2(q, qi, k) < bound * bound
+        return np.bincount(qi[hit], minlength=len(q)) > 0
+
+    def pairs_within(self, q: np.ndarray, r: float) -> tuple[np.ndarray, np.ndarray]:
+        """All ``(query index, point index)`` at distance <= ``r`` (inclusive, as
+        cKDTree.query_ball_point), ordered by query, then point index."""
+        q = np.asarray(q, dtype=np.float64).reshape(-1, 2)
+        qi, k = self._candidates(q, r)
+        hit = self._d2(q, qi, k) <= r * r
+        qi, k = qi[hit], self.order[k[hit]]
+        o = np.lexsort((k, qi))
+        return qi[o].astype(np.int64), k[o].astype(np.int64)
+
+
+def _knn_self(xy: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` nearest points of each point (itself first), as
+    ``cKDTree(xy).query(xy, k)`` (distance order; a few dozen stars: brute force)."""
+    xy = np.asarray(xy, dtype=np.float64)
+    dx = xy[:, None, 0] - xy[None, :, 0]
+    dy = xy[:, None, 1] - xy[None, :, 1]
+    d2 = dx * dx + dy * dy
+    return np.argsort(d2, axis=1, kind="stable")[:, :k]
+
+
 def _triangles(xy: np.ndarray, k_nn: int = 5, n_global: int = 10) -> np.ndarray:
     """Index triples: each star with its ``k_nn`` nearest neighbours, plus all
     triangles of the ``n_global`` brightest (robust when local neighbourhoods differ)."""
@@ -149,7 +234,7 @@ def _triangles(xy: np.ndarray, k_nn: int = 5, n_global: int = 10) -> np.ndarray:
     tris = []
     if n >= 3:
         k = min(k_nn + 1, n)
-        _, nn = cKDTree(xy).query(xy, k=k)
+        nn = _knn_self(xy, k)
         from itertools import combinations
         combos = np.array(list(combinations(range(k), 3)))
         tris.append(nn[:, combos].reshape(-1, 3))
@@ -216,7 +301,7 @@ def _poisson_quantile(lam: float, p: float) -> int:
     return k + 1
 
 
-def _pairs(src_xy: np.ndarray, ref_tree: cKDTree, m: np.ndarray, tol: float):
+def _pairs(src_xy: np.ndarray, ref_tree: _Points, m: np.ndarray, tol: float):
     """Mutual nearest neighbours within ``tol`` after mapping the source by ``m``."""
     mapped = _apply_matrix(m, src_xy)
     d, j = ref_tree.query(mapped, distance_upper_bound=tol)
@@ -240,13 +325,13 @@ class _RefSide:
     r_all: np.ndarray
     r_top: np.ndarray
     r_score: np.ndarray
-    score_tree: cKDTree
+    score_tree: _Points
     min_side: float
     inv_r: np.ndarray
     ver_r: np.ndarray
     long_r: np.ndarray
-    tree: Optional[cKDTree]
-    ref_tree: cKDTree
+    tree: Optional[_Points]
+    ref_tree: _Points
     var_r: np.ndarray
 
 
@@ -270,8 +355,8 @@ def _reference_side(ref: Stars, n_brightest: int) -> _RefSide:
     span = max(np.ptp(r_top, axis=0).max(), 1.0)
     min_side = max(2.0, 0.01 * span)
     inv_r, ver_r, long_r = _invariants(r_top, _triangles(r_top), min_side)
-    side = _RefSide(key, r_all, r_top, r_score, cKDTree(r_score), min_side, inv_r, ver_r,
-                    long_r, cKDTree(inv_r) if len(inv_r) else None, cKDTree(r_all),
+    side = _RefSide(key, r_all, r_top, r_score, _Points(r_score), min_side, inv_r, ver_r,
+                    long_r, _Points(inv_r) if len(inv_r) else None, _Points(r_all),
                     ref.centroid_sigma ** 2)
     _REF_CACHE[0] = side
     return side
@@ -326,9 +411,7 @@ def find_transform(src: Stars, ref: Stars, *, model: str = "affine", n_brightest
     inv_s, ver_s, long_s = _invariants(s_top, _triangles(s_top), rs.min_side)
     if len(inv_s) == 0 or len(inv_r) == 0:
         raise RegistrationError("no usable star triangles (stars too few or too close)")
-    lists = tree.query_ball_point(inv_s, r=0.01)
-    si = np.repeat(np.arange(len(inv_s)), [len(x) for x in lists])
-    ri = np.fromiter((j for x in lists for j in x), dtype=np.int64, count=si.size)
+    si, ri = tree.pairs_within(inv_s, 0.01)
     if si.size == 0:
         raise RegistrationError("no matching star triangles between frame and reference")
     scale = long_r[ri] / long_s[si]
@@ -347,8 +430,8 @@ def find_transform(src: Stars, ref: Stars, *, model: str = "affine", n_brightest
     for start in range(0, len(mats), chunk):
         mm = mats[start:start + chunk]
         mapped = np.einsum("mij,nj->mni", mm[:, :2, :2], s_top) + mm[:, None, :2, 2]
-        d, _ = score_tree.query(mapped.reshape(-1, 2), distance_upper_bound=match_tolerance)
-        score = np.isfinite(d).reshape(len(mm), n_s).sum(1)
+        hit = score_tree.any_within(mapped.reshape(-1, 2), match_tolerance)
+        score = hit.reshape(len(mm), n_s).sum(1)
         k = int(np.argmax(score))
         if score[k] > best_score:
             best_score, best_m = int(score[k]), mm[k]
@@ -412,7 +495,7 @@ def find_transform(src: Stars, ref: Stars, *, model: str = "affine", n_brightest
 def match_stars_nearest(a: np.ndarray, b: np.ndarray, tol: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
     """Indices of mutual nearest neighbours between point sets (N, 2) and (M, 2)
     within ``tol`` pixels (an independent, transform-free check of an alignment)."""
-    ta, tb = cKDTree(a), cKDTree(b)
+    ta, tb = _Points(a), _Points(b)
     d, j = tb.query(a, distance_upper_bound=tol)
     ok = np.isfinite(d)
     i = np.flatnonzero(ok)
