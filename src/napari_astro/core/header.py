@@ -590,7 +590,8 @@ class Header:
                 return [self._cards[i].value for i in idx]
         if isinstance(key, slice):
             return Header(self._cards[key])
-        return self._cards[self._index_of(key)].value
+        value = self._cards[self._index_of(key)].value
+        return None if value is UNDEFINED else value  # as astropy
 
     def __setitem__(self, key, value) -> None:
         comment = None
