@@ -197,8 +197,8 @@ def _plain_primary(path: Path) -> "tuple[Header, int] | None":
     """``(full header, data offset)`` of the primary HDU when it holds the image
     uncompressed (not gzipped, NAXIS >= 2, no random groups, every card parsed as
     astropy parses it; also checks that the file holds the data); None: let astropy
-    read the file. 0.3 ms per Seestar light vs 0.8 ms through astropy, and no
-    astropy import (0.18 s, 25 MB)."""
+    read the file. ``read_info`` of a Seestar light: 0.72 vs 1.42 ms CPU through
+    astropy (best of 3 passes over 16 lights), and no astropy import (0.18 s, 25 MB)."""
     if path.name.lower().endswith((".gz", ".fz")):
         return None
     blocks = []

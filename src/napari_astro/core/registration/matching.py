@@ -144,7 +144,9 @@ class Match:
 # Neighbour searches in numpy, on points sorted by x (a window of |dx| <= radius, then
 # the exact test): the lists here hold tens to a few hundred stars, where this
 # matches scipy's cKDTree results exactly (same distances, same strict/inclusive
-# bounds) without importing scipy.spatial (0.1 s and part of scipy's 30 MB).
+# bounds) without importing scipy.spatial (0.1 s and part of scipy's 30 MB), and
+# faster: find_transform 8.3 vs 11.8 ms CPU per frame on NGC 7023 (250 stars), 7.5 vs
+# 9.8 ms on M94 (86 stars), same transforms bit for bit (16 Seestar frames).
 class _Points:
     """Points ``(N, 2)`` sorted by x for window searches (cKDTree's role here)."""
 
