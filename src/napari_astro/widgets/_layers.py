@@ -395,10 +395,10 @@ def layer_data_to_image(data: Any, meta: Mapping[str, Any] | None = None) -> Ast
     if arr.ndim == 3 and arr.shape[0] not in (1, 3):
         raise ValueError(f"layer {meta.get('name', '')!r}: a stack of {arr.shape[0]} frames is "
                          "not one image (use layer_to_images)")
-    from astropy.io import fits
+    from ..core.header import Header, is_header
 
     header = astro.get("header")
-    header = header.copy() if isinstance(header, fits.Header) else fits.Header()
+    header = header.copy() if is_header(header) else Header()
     mask = astro.get("mask")
     if mask is not None and np.shape(mask) != arr.shape[-2:]:
         mask = None  # the data were cropped/resized in napari: the footprint is stale
