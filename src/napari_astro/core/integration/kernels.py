@@ -1040,21 +1040,21 @@ def _unkey(k):
 @njit(cache=True, nogil=True, aot="f4(f4[::1], f4, b1)")
 def select_median(x, center, absdev):
     """np.median of ``x`` (finite float32, not empty), or with ``absdev`` of
-    ``|x - center|`` (float32 arithmetic, as ``np.abs(x - center)``)."""
+    ``|x - center|`` (float32 arithmetic, as ``np.abs(x - center)``). No copy of
+    ``x``: the keys are recomputed in each pass (np.median copies and partitions;
+    this holds one 256 KiB histogram)."""
     n = x.size
-    vals = np.empty(n, np.uint32)
-    xi = vals.view(np.float32)
-    if absdev:
-        for i in range(n):
-            xi[i] = abs(x[i] - center)
-    else:
-        for i in range(n):
-            xi[i] = x[i]
+    xb = x.view(np.uint32)
+    hist = np.zeros(65536, np.int32)
+    one = np.empty(1, np.float32)
+    ob = one.view(np.uint32)
     for i in range(n):
-        vals[i] = _key(vals[i])
-    hist = np.zeros(65536, np.int64)
-    for i in range(n):
-        hist[vals[i] >> np.uint32(16)] += 1
+        if absdev:
+            one[0] = abs(x[i] - center)
+            u = ob[0]
+        else:
+            u = xb[i]
+        hist[_key(u) >> np.uint32(16)] += 1
     h = n // 2
     k = h - 1 if n % 2 == 0 else h
     # level 1: the bin of the k-th key
@@ -1067,7 +1067,12 @@ def select_median(x, center, absdev):
     n1 = hist[b1]
     hist[:] = 0
     for i in range(n):
-        v = vals[i]
+        if absdev:
+            one[0] = abs(x[i] - center)
+            u = ob[0]
+        else:
+            u = xb[i]
+        v = _key(u)
         if (v >> np.uint32(16)) == b1:
             hist[v & np.uint32(0xFFFF)] += 1
     cum = 0
@@ -1076,14 +1081,13 @@ def select_median(x, center, absdev):
         cum += hist[b2]
         b2 += 1
     key_a = (np.uint32(b1) << np.uint32(16)) | np.uint32(b2)
-    a = np.uint32(_unkey(key_a))
     out = np.empty(2, np.uint32)
-    out[0] = a
+    out[0] = _unkey(key_a)
     if n % 2 == 1:
         return out.view(np.float32)[0]
     # the next order statistic: equal to a, next in the bin, or the least key above
     if cum + hist[b2] > k1 + 1:
-        out[1] = a
+        out[1] = out[0]
     else:
         nxt = b2 + 1
         while nxt < 65536 and hist[nxt] == 0:
@@ -1093,7 +1097,12 @@ def select_median(x, center, absdev):
         else:
             best = np.uint32(0xFFFFFFFF)
             for i in range(n):
-                v = vals[i]
+                if absdev:
+                    one[0] = abs(x[i] - center)
+                    u = ob[0]
+                else:
+                    u = xb[i]
+                v = _key(u)
                 if v > key_a and v < best:
                     best = v
             out[1] = _unkey(best)
