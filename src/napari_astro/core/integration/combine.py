@@ -75,16 +75,43 @@ class _Plan:
                    combine=_COMBINE_CODES[combine], comps=_batcher_pairs(n))
 
 
-def _compute_tile(plan: _Plan, buf: np.ndarray, parallel: bool = True):
-    """Run the kernel on ``buf (N, C, R, X)`` float32; returns the tile results."""
+class _TileScratch:
+    """Result buffers of the tile kernel, reused from tile to tile: fresh ones per
+    tile were page-faulted anew every time (cli.py sets glibc's mmap threshold to
+    128 KiB, so each is a new mmap)."""
+
+    def __init__(self, n: int, c: int, rows: int, x: int) -> None:
+        self.n = n
+        self.size = c * rows * x
+        self.out = np.empty(self.size, np.float32)
+        self.counts = np.empty((3, self.size), np.uint16)
+        self.fr = np.empty((3, c * rows * n), np.int64)
+
+    def views(self, c: int, r: int, x: int):
+        k = c * r * x
+        shape = (c, r, x)
+        fr = self.fr[:, : c * r * self.n].reshape(3, c * r, self.n)
+        fr[...] = 0
+        return (self.out[:k].reshape(shape), self.counts[0, :k].reshape(shape),
+                self.counts[1, :k].reshape(shape), self.counts[2, :k].reshape(shape),
+                fr[0], fr[1], fr[2])
+
+
+def _compute_tile(plan: _Plan, buf: np.ndarray, parallel: bool = True,
+                  scratch: "_TileScratch | None" = None):
+    """Run the kernel on ``buf (N, C, R, X)`` float32; returns the tile results
+    (views of ``scratch``'s buffers when given: valid until its next tile)."""
     N, C, R, X = buf.shape
-    out = np.empty((C, R, X), np.float32)
-    nvalid = np.empty((C, R, X), np.uint16)
-    lowc = np.empty((C, R, X), np.uint16)
-    highc = np.empty((C, R, X), np.uint16)
-    finv = np.zeros((C * R, N), np.int64)
-    frl = np.zeros((C * R, N), np.int64)
-    frh = np.zeros((C * R, N), np.int64)
+    if scratch is not None and scratch.n == N and C * R * X <= scratch.size:
+        out, nvalid, lowc, highc, finv, frl, frh = scratch.views(C, R, X)
+    else:
+        out = np.empty((C, R, X), np.float32)
+        nvalid = np.empty((C, R, X), np.uint16)
+        lowc = np.empty((C, R, X), np.uint16)
+        highc = np.empty((C, R, X), np.uint16)
+        finv = np.zeros((C * R, N), np.int64)
+        frl = np.zeros((C * R, N), np.int64)
+        frh = np.zeros((C * R, N), np.int64)
     # only the kernel of the plan's rejection compiles (on its first use)
     run_in_threads(row_kernel(plan.method, plan.combine), C * R, buf, plan.A, plan.B,
                    plan.W, plan.plow, plan.phigh, plan.iters, plan.crit, plan.rmax,

@@ -18,7 +18,7 @@ from ..errors import BadInputError
 from ..image import AstroImage, format_history
 from ..io.rows import FileSource, RowFrame, open_frame
 from ..progress import CancelToken, Progress, report
-from .combine import _COMBINE_CODES, _compute_tile, _Plan
+from .combine import _COMBINE_CODES, _compute_tile, _Plan, _TileScratch
 from .framestats import _frame_meta, _frame_statistics
 from .strategies import (AdditiveScaling, FWHMWeight, Multiplicative, NoiseWeight,
                          NoNormalization, Normalization, Rejection, StarCountWeight, Weighting,
@@ -365,7 +365,7 @@ def _integrate_opened(opened, shape, rows, limit, *, combine, normalization, wei
     def place(r0, r1, res):
         o, nv, lc, hc, fv, fl, fh = res
         out[:, r0:r1] = o
-        covered[r0:r1] = (nv > 0).any(axis=0)
+        np.any(nv, axis=0, out=covered[r0:r1])      # no (C, R, X) temporary
         count[r0:r1] = nv[0]
         if rejection_maps:
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -431,6 +431,7 @@ def _run_local(opened, plan, tiles, rows, place, progress, cancel, n, total_step
     """Tiles on this machine: one thread reads the next band while numba combines."""
     C, H, W = opened[0].source.shape
     flats = [np.empty(n * C * rows * W, np.float32) for _ in range(2 if len(tiles) > 1 else 1)]
+    scratch = _TileScratch(n, C, rows, W)
 
     def load(k, t):
         r0, r1 = tiles[t]
@@ -445,7 +446,7 @@ def _run_local(opened, plan, tiles, rows, place, progress, cancel, n, total_step
             buf = fut.result()
             if t + 1 < len(tiles):
                 fut = ex.submit(load, (t + 1) % len(flats), t + 1)
-            place(r0, r1, _compute_tile(plan, buf, parallel=True))
+            place(r0, r1, _compute_tile(plan, buf, parallel=True, scratch=scratch))
             report(progress, n + t + 1, total_steps, f"tile {t + 1}/{len(tiles)}", cancel)
 
 

