@@ -161,9 +161,9 @@ def plan_tiles(n_frames: int, shape: tuple, memory_limit: int | str, *, maps: bo
 
 
 def _common_header(frames: list[RowFrame], ref: int):
-    from astropy.io import fits
+    from ..header import Header
 
-    hdr = fits.Header()
+    hdr = Header()
     ref_h = frames[ref].header
     if ref_h is None:
         return hdr
