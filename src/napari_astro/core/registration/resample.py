@@ -202,19 +202,19 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
 def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
                        i1):  # pragma: no cover
     """:func:`_pass_rows_rows` for Lanczos-3 when ``not transposed``, the same values
-    bit for bit, vectorised as :func:`_pass_cols_l3_rows`: the tap positions of a row
-    in a branch-free loop (int32 conversions: AVX2 has no vector float64 -> int64),
-    then runs of outputs with the same first-tap offset ``xa - k`` *and* the same
-    weight-table row (the fraction moves by ``alpha - 1`` per pixel: runs of tens of
-    pixels for a session's small rotations) swept as six contiguous slices of the
-    source row times six hoisted weights, no per-pixel weight gathers. Measured on a
-    (3, 1920, 1080) frame, 0.3 deg: 9-10 ms of CPU against 21 ms for the pixel loop;
-    then, 1 thread, random data, loaded machine: 21 -> 18 ms (int32) -> see
-    benchmarks/bench_onepass_kernels.py."""
+    bit for bit, vectorised as :func:`_pass_cols_l3_rows`: the tap positions and
+    weights of a row in branch-free loops, then runs of outputs whose first tap
+    ``xa - k`` is the same offset swept as six contiguous slices of the source row.
+    Measured on a (3, 1920, 1080) frame, 0.3 deg: 9-10 ms of CPU against 21 ms.
+    The positions are converted to int32 (AVX2 has no vector float64 -> int64; same
+    values): 21 -> 18 ms, 1 thread, loaded machine, Seestar frame. (Weights hoisted
+    over runs of one table row were tried: a session's transforms scale by 1e-4, so
+    the row changes every 2 pixels and it was 3x slower.)"""
     nc, h, w = src.shape
     n_inner = tmp_img.shape[2]
     row_xa = np.empty(n_inner, dtype=np.int32)
     row_k = np.empty(n_inner, dtype=np.int32)
+    wgt = np.empty((6, n_inner), dtype=np.float32)
     seg_a = np.empty(n_inner, dtype=np.int64)
     seg_b = np.empty(n_inner, dtype=np.int64)
     slow = np.empty(n_inner, dtype=np.int64)
@@ -227,23 +227,29 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
             x0 = np.int32(math.floor(u))
             row_k[k] = np.int32((u - x0) * nlut + 0.5)
             row_xa[k] = x0 - np.int32(2)
+        for k in range(n_inner):
+            kk = row_k[k]
+            wgt[0, k] = lut[kk, 0]
+            wgt[1, k] = lut[kk, 1]
+            wgt[2, k] = lut[kk, 2]
+            wgt[3, k] = lut[kk, 3]
+            wgt[4, k] = lut[kk, 4]
+            wgt[5, k] = lut[kk, 5]
         nseg = 0
         nslow = 0
         cur = -1
-        cur_k = -1
         open_run = False
         for k in range(n_inner):
             xa = row_xa[k]
             if xa >= 0 and xa + 6 <= w:
                 d = xa - k
-                if open_run and d == cur and row_k[k] == cur_k:
+                if open_run and d == cur:
                     seg_b[nseg - 1] = k + 1
                 else:
                     seg_a[nseg] = k
                     seg_b[nseg] = k + 1
                     nseg += 1
                     cur = d
-                    cur_k = row_k[k]
                     open_run = True
             else:
                 slow[nslow] = k
@@ -262,16 +268,15 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
                 s3 = src[c, y, sa + 3:sa + 3 + n]
                 s4 = src[c, y, sa + 4:sa + 4 + n]
                 s5 = src[c, y, sa + 5:sa + 5 + n]
-                kk = row_k[ka]
-                w0 = lut[kk, 0]
-                w1 = lut[kk, 1]
-                w2 = lut[kk, 2]
-                w3 = lut[kk, 3]
-                w4 = lut[kk, 4]
-                w5 = lut[kk, 5]
+                w0 = wgt[0, ka:kb]
+                w1 = wgt[1, ka:kb]
+                w2 = wgt[2, ka:kb]
+                w3 = wgt[3, ka:kb]
+                w4 = wgt[4, ka:kb]
+                w5 = wgt[5, ka:kb]
                 for i in range(n):
-                    o[i] = (w0 * s0[i] + w1 * s1[i] + w2 * s2[i]
-                            + w3 * s3[i] + w4 * s4[i] + w5 * s5[i])
+                    o[i] = (w0[i] * s0[i] + w1[i] * s1[i] + w2[i] * s2[i]
+                            + w3[i] * s3[i] + w4[i] * s4[i] + w5[i] * s5[i])
             for j in range(nslow):
                 k = slow[j]
                 xa = row_xa[k]
