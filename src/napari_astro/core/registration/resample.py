@@ -215,6 +215,7 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
     row_xa = np.empty(n_inner, dtype=np.int32)
     row_k = np.empty(n_inner, dtype=np.int32)
     wgt = np.empty((6, n_inner), dtype=np.float32)
+    last_k = np.full(n_inner, -1, dtype=np.int32)
     seg_a = np.empty(n_inner, dtype=np.int64)
     seg_b = np.empty(n_inner, dtype=np.int64)
     slow = np.empty(n_inner, dtype=np.int64)
@@ -229,12 +230,14 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
             row_xa[k] = x0 - np.int32(2)
         for k in range(n_inner):
             kk = row_k[k]
-            wgt[0, k] = lut[kk, 0]
-            wgt[1, k] = lut[kk, 1]
-            wgt[2, k] = lut[kk, 2]
-            wgt[3, k] = lut[kk, 3]
-            wgt[4, k] = lut[kk, 4]
-            wgt[5, k] = lut[kk, 5]
+            if kk != last_k[k]:   # the row above's table row, mostly: no gather
+                last_k[k] = kk
+                wgt[0, k] = lut[kk, 0]
+                wgt[1, k] = lut[kk, 1]
+                wgt[2, k] = lut[kk, 2]
+                wgt[3, k] = lut[kk, 3]
+                wgt[4, k] = lut[kk, 4]
+                wgt[5, k] = lut[kk, 5]
         nseg = 0
         nslow = 0
         cur = -1
@@ -402,6 +405,10 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
     row_x0 = np.empty(wo, dtype=np.int32)
     row_k = np.empty(wo, dtype=np.int32)
     wgt = np.empty((6, wo), dtype=np.float32)
+    # Consecutive output rows mostly use the same weight-table row per column (a
+    # session's transforms: the fraction moves by ~0.03 table steps a row), so the
+    # six weights are gathered only where it changed.
+    last_k = np.full(wo, -1, dtype=np.int32)
     seg_a = np.empty(wo, dtype=np.int64)
     seg_b = np.empty(wo, dtype=np.int64)
     slow = np.empty(wo, dtype=np.int64)
@@ -431,12 +438,14 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
             row_k[xo] = np.int32((ys - y0) * nlut + 0.5)
         for xo in range(wo):
             k = row_k[xo]
-            wgt[0, xo] = lut[k, 0]
-            wgt[1, xo] = lut[k, 1]
-            wgt[2, xo] = lut[k, 2]
-            wgt[3, xo] = lut[k, 3]
-            wgt[4, xo] = lut[k, 4]
-            wgt[5, xo] = lut[k, 5]
+            if k != last_k[xo]:   # the row above's table row, mostly: no gather
+                last_k[xo] = k
+                wgt[0, xo] = lut[k, 0]
+                wgt[1, xo] = lut[k, 1]
+                wgt[2, xo] = lut[k, 2]
+                wgt[3, xo] = lut[k, 3]
+                wgt[4, xo] = lut[k, 4]
+                wgt[5, xo] = lut[k, 5]
         if use_mask:
             for xo in range(wo):
                 if row_y0[xo] >= 0:
