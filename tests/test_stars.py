@@ -270,6 +270,10 @@ def test_fused_detection_kernels_equal_the_numpy_forms():
     np.testing.assert_array_equal(old, new)
     np.testing.assert_array_equal(rowmax, data.max(axis=1))
     assert not bad
+    for sig, d in ((2.0, data), (1.02, data[:, :5].copy()), (2.0, data[:40, :9].copy())):
+        b_ = np.full(d.shape, 0.1, np.float32)           # generic taps, narrow frames
+        np.testing.assert_array_equal(ms._smooth_minus(d, sig, b_),
+                                      ms._smooth_minus_fused(d, sig, b_)[0])
     bad_data = data.copy()
     bad_data[7, 9] = np.nan
     assert ms._smooth_minus_fused(bad_data, 1.02, bkg)[2]

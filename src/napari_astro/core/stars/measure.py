@@ -143,34 +143,72 @@ def _smooth_minus_rows(data, bits, wts, bkg, out, rowkey, rowbad, i0, i1):  # pr
     for y in range(i0, i1):
         wc = wts[r]
         d0 = data[y]
-        for x in range(w):
-            acc[x] = np.float64(d0[x]) * wc
-        for j in range(1, r + 1):
-            da = data[max(y - j, 0)]
-            db = data[min(y + j, h - 1)]
-            wj = wts[r + j]
-            for x in range(w):
-                acc[x] += (np.float64(da[x]) + np.float64(db[x])) * wj
-        for x in range(w):
-            t[x] = acc[x]
         o = out[y]
         bk = bkg[y]
-        if n > 0:
-            tc = t[r:r + n]
-            for i in range(n):
-                acc2[i] = np.float64(tc[i]) * wc
-            for j in range(1, r + 1):
-                ta = t[r - j:r - j + n]
-                tb = t[r + j:r + j + n]
-                wj = wts[r + j]
+        if r == 3:
+            # the default FWHM's 7 taps in one sweep per pass: the same sums in the
+            # same order as the tap-by-tap loops below (no fastmath: kept as written)
+            w1 = wts[4]
+            w2 = wts[5]
+            w3 = wts[6]
+            a1 = data[max(y - 1, 0)]
+            b1 = data[min(y + 1, h - 1)]
+            a2 = data[max(y - 2, 0)]
+            b2 = data[min(y + 2, h - 1)]
+            a3 = data[max(y - 3, 0)]
+            b3 = data[min(y + 3, h - 1)]
+            for x in range(w):
+                v = np.float64(d0[x]) * wc
+                v += (np.float64(a1[x]) + np.float64(b1[x])) * w1
+                v += (np.float64(a2[x]) + np.float64(b2[x])) * w2
+                v += (np.float64(a3[x]) + np.float64(b3[x])) * w3
+                t[x] = v
+            if n > 0:
+                tc = t[3:3 + n]
+                l1 = t[2:2 + n]
+                r1 = t[4:4 + n]
+                l2 = t[1:1 + n]
+                r2 = t[5:5 + n]
+                l3 = t[0:n]
+                r3 = t[6:6 + n]
+                oc = o[3:3 + n]
+                bc = bk[3:3 + n]
                 for i in range(n):
-                    acc2[i] += (np.float64(ta[i]) + np.float64(tb[i])) * wj
-            oc = o[r:r + n]
-            bc = bk[r:r + n]
-            for i in range(n):
-                oc[i] = np.float32(acc2[i]) - bc[i]
-        for x in range(w):
-            if n > 0 and r <= x < w - r:
+                    v = np.float64(tc[i]) * wc
+                    v += (np.float64(l1[i]) + np.float64(r1[i])) * w1
+                    v += (np.float64(l2[i]) + np.float64(r2[i])) * w2
+                    v += (np.float64(l3[i]) + np.float64(r3[i])) * w3
+                    oc[i] = np.float32(v) - bc[i]
+        else:
+            for x in range(w):
+                acc[x] = np.float64(d0[x]) * wc
+            for j in range(1, r + 1):
+                da = data[max(y - j, 0)]
+                db = data[min(y + j, h - 1)]
+                wj = wts[r + j]
+                for x in range(w):
+                    acc[x] += (np.float64(da[x]) + np.float64(db[x])) * wj
+            for x in range(w):
+                t[x] = acc[x]
+            if n > 0:
+                tc = t[r:r + n]
+                for i in range(n):
+                    acc2[i] = np.float64(tc[i]) * wc
+                for j in range(1, r + 1):
+                    ta = t[r - j:r - j + n]
+                    tb = t[r + j:r + j + n]
+                    wj = wts[r + j]
+                    for i in range(n):
+                        acc2[i] += (np.float64(ta[i]) + np.float64(tb[i])) * wj
+                oc = o[r:r + n]
+                bc = bk[r:r + n]
+                for i in range(n):
+                    oc[i] = np.float32(acc2[i]) - bc[i]
+        # the r columns at each end (all of them for a row narrower than the taps)
+        nb = r if n > 0 else w
+        for q in range(2 * nb):
+            x = q if q < nb else w - 2 * nb + q
+            if q >= nb and x < nb:
                 continue
             a = np.float64(t[x]) * wts[r]
             for j in range(1, r + 1):
