@@ -197,6 +197,34 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
                     tmp_img[c, r, k] = acc
 
 
+@njit(cache=True, nogil=True)
+def _runs_rows(row_xa, w, seg_a, seg_b, slow):  # pragma: no cover - numba
+    """Runs ``seg_a[s]:seg_b[s]`` of outputs whose six taps are inside the row and
+    whose first-tap offset ``xa - k`` is the same, and the others (``slow``), for
+    :func:`_pass_rows_l3_rows`: ``(nseg, nslow)``."""
+    nseg = 0
+    nslow = 0
+    cur = -1
+    open_run = False
+    for k in range(row_xa.shape[0]):
+        xa = row_xa[k]
+        if xa >= 0 and xa + 6 <= w:
+            d = xa - k
+            if open_run and d == cur:
+                seg_b[nseg - 1] = k + 1
+            else:
+                seg_a[nseg] = k
+                seg_b[nseg] = k + 1
+                nseg += 1
+                cur = d
+                open_run = True
+        else:
+            slow[nslow] = k
+            nslow += 1
+            open_run = False
+    return nseg, nslow
+
+
 @njit(cache=True, fastmath=True, nogil=True,
       aot="void(f4[:, :, ::1], f4[:, :, ::1], i8, f8, f8, f8, f4[:, ::1], i8, i8, i8)")
 def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
@@ -219,6 +247,9 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
     seg_a = np.empty(n_inner, dtype=np.int64)
     seg_b = np.empty(n_inner, dtype=np.int64)
     slow = np.empty(n_inner, dtype=np.int64)
+    last_xa = np.empty(n_inner, dtype=np.int32)
+    nseg = 0
+    nslow = 0
     for r in range(i0, i1):
         y = ylo + r
         for k in range(n_inner):
@@ -238,26 +269,15 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
                 wgt[3, k] = lut[kk, 3]
                 wgt[4, k] = lut[kk, 4]
                 wgt[5, k] = lut[kk, 5]
-        nseg = 0
-        nslow = 0
-        cur = -1
-        open_run = False
+        # the runs depend on the first taps alone, mostly the row above's: rebuilt
+        # only when one changed
+        diff = np.int32(0)
         for k in range(n_inner):
-            xa = row_xa[k]
-            if xa >= 0 and xa + 6 <= w:
-                d = xa - k
-                if open_run and d == cur:
-                    seg_b[nseg - 1] = k + 1
-                else:
-                    seg_a[nseg] = k
-                    seg_b[nseg] = k + 1
-                    nseg += 1
-                    cur = d
-                    open_run = True
-            else:
-                slow[nslow] = k
-                nslow += 1
-                open_run = False
+            diff |= row_xa[k] ^ last_xa[k]
+        if diff != 0 or r == i0:
+            for k in range(n_inner):
+                last_xa[k] = row_xa[k]
+            nseg, nslow = _runs_rows(row_xa, w, seg_a, seg_b, slow)
         for c in range(nc):
             for sgi in range(nseg):
                 ka = seg_a[sgi]
@@ -386,6 +406,34 @@ def _pass_cols_rows(tmp_img, transposed, ylo, src, minv, out, footprint, lut, ra
                 out[c, yo, xo] = acc
 
 
+@njit(cache=True, nogil=True)
+def _runs_cols(row_y0, row_x0, h, w, seg_a, seg_b, slow):  # pragma: no cover - numba
+    """Runs ``seg_a[s]:seg_b[s]`` of output pixels with the same source row ``y0`` and
+    column offset ``x0 - xo``, all taps and clamp neighbours inside, and the others
+    (``slow``), for :func:`_pass_cols_l3_rows`: ``(nseg, nslow)``."""
+    nseg = 0
+    nslow = 0
+    cur_y0 = -1
+    cur_dx = 0
+    for xo in range(row_y0.shape[0]):
+        y0 = row_y0[xo]
+        if y0 >= 2 and y0 + 3 <= h - 1 and row_x0[xo] + 1 <= w - 1:
+            dx = row_x0[xo] - xo
+            if y0 == cur_y0 and dx == cur_dx:
+                seg_b[nseg - 1] = xo + 1
+            else:
+                seg_a[nseg] = xo
+                seg_b[nseg] = xo + 1
+                nseg += 1
+                cur_y0 = y0
+                cur_dx = dx
+        else:
+            slow[nslow] = xo
+            nslow += 1
+            cur_y0 = -1
+    return nseg, nslow
+
+
 @njit(cache=True, fastmath=True, nogil=True,
       aot="void(f4[:, :, ::1], i8, f4[:, :, ::1], f8[:, ::1], f4[:, :, ::1], b1[:, ::1], f4[:, ::1], i8, b1, b1[:, ::1], b1[:, ::1], i8, i8)")
 def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp,
@@ -409,6 +457,10 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
     # session's transforms: the fraction moves by ~0.03 table steps a row), so the
     # six weights are gathered only where it changed.
     last_k = np.full(wo, -1, dtype=np.int32)
+    last_y0 = np.empty(wo, dtype=np.int32)
+    last_x0 = np.empty(wo, dtype=np.int32)
+    nseg = 0
+    nslow = 0
     seg_a = np.empty(wo, dtype=np.int64)
     seg_b = np.empty(wo, dtype=np.int64)
     slow = np.empty(wo, dtype=np.int64)
@@ -453,27 +505,20 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
                     ys = max(a10 * xo + by + a12, 0.0)
                     out_mask[yo, xo] = src_mask[min(int(ys + 0.5), h - 1), min(int(xs + 0.5), w - 1)]
         # runs of output pixels with the same source row y0 and column offset
-        # x0 - xo, all taps and clamp neighbours inside: contiguous rows in both passes
-        nseg = 0
-        nslow = 0
-        cur_y0 = -1
-        cur_dx = 0
+        # x0 - xo, all taps and clamp neighbours inside: contiguous rows in both passes.
+        # They depend on (y0 - yo, x0) per pixel (and whether it is such a pixel),
+        # mostly the row above's: rebuilt only when one changed.
+        diff = np.int32(0)
         for xo in range(wo):
             y0 = row_y0[xo]
-            if y0 >= 2 and y0 + 3 <= h - 1 and row_x0[xo] + 1 <= w - 1:
-                dx = row_x0[xo] - xo
-                if y0 == cur_y0 and dx == cur_dx:
-                    seg_b[nseg - 1] = xo + 1
-                else:
-                    seg_a[nseg] = xo
-                    seg_b[nseg] = xo + 1
-                    nseg += 1
-                    cur_y0 = y0
-                    cur_dx = dx
-            else:
-                slow[nslow] = xo
-                nslow += 1
-                cur_y0 = -1
+            x0 = row_x0[xo]
+            ok = y0 >= 2 and y0 + 3 <= h - 1 and x0 + 1 <= w - 1
+            key = np.int32(y0 - yo) if ok else np.int32(-1073741824)
+            diff |= (key ^ last_y0[xo]) | (x0 ^ last_x0[xo])
+            last_y0[xo] = key
+            last_x0[xo] = x0
+        if diff != 0 or yo == i0:
+            nseg, nslow = _runs_cols(row_y0, row_x0, h, w, seg_a, seg_b, slow)
         for c in range(nc):
             for s in range(nseg):
                 xa = seg_a[s]
