@@ -53,7 +53,9 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
 # Pass 1 ~0.02 s, pass 2 ~0.06 s of which ~0.02 s is reading the 2x2 source
 # neighbours for the clamp. Since issue 13 the Lanczos-3 passes along rows/columns
 # (``_pass_rows_l3_rows``, ``_pass_cols_l3_rows``) run over contiguous slices and
-# vectorise: (3, 1920, 1080), 0.3 deg, CPU 0.135 -> 0.054 s for apply_transform. A per-pass clamp against the two 1-D neighbours was
+# vectorise: (3, 1920, 1080), 0.3 deg, CPU 0.135 -> 0.054 s for apply_transform; then
+# (int32 positions, weights and runs reused from the row above, both passes block by
+# block) 55 -> 33 ms on the m94 lights (benchmarks/bench_onepass_kernels.py, 1 thread). A per-pass clamp against the two 1-D neighbours was
 # tried and dropped: it clips star peaks twice (+1% FWHM at 2.2 px FWHM, up to 8% of
 # the peak value), whereas the 2x2 clamp in pass 2 gives the 2-D kernel's result
 # bit for bit for shifts and 180 degrees, and within 0.1% FWHM / 0.001 px otherwise.
@@ -775,8 +777,8 @@ def apply_transform(image: AstroImage | np.ndarray, transform: Transform | np.nd
         if radius == 3 and not transposed and max_rows - _BLOCK <= _BLOCK // 2 \
                 and h_out > 2 * _BLOCK:
             # both passes block by block: no (C, n_rows, W) intermediate (24 MB for a
-            # Seestar frame); measured per (3, 1920, 1080) frame, 0.3 deg, 1 thread:
-            # see benchmarks/bench_onepass_kernels.py
+            # Seestar frame: the m94-both stack's peak RSS 257 -> 232 MB with the
+            # other changes of issue 13); CPU as the frame-wide passes (within noise)
             run_in_threads(_sep_l3_blocks, -(-h_out // _BLOCK), src, alpha, beta, gamma,
                            minv, out, footprint, lut, _LUT_SIZE, bool(clamp), src_mask,
                            out_mask, _BLOCK, max_rows)

@@ -177,8 +177,9 @@ def detect_stars(data2d: np.ndarray, *, sigma: float = 5.0, max_stars: int = 500
     filter 7-10 ms, noise MAD 7 ms, peaks 1.5 ms, measurement ~5 ms; measure_frame
     35 ms in all against 85-115 ms before (scipy's filter, BLAS in the background
     interpolation and the OpenBLAS threads' spin after it). Then (fused filter pass
-    with the row maxima and finiteness, histogram MAD, one-scan peaks, no scipy):
-    see benchmarks/bench_onepass_kernels.py for the figures.
+    with the row maxima and finiteness, histogram MAD, one-scan peaks, no scipy;
+    benchmarks/bench_onepass_kernels.py, 1 thread, fresh pages as in the stack run):
+    detect_stars 31 -> 18 ms, background 14.5 -> 6 ms, measure_frame 51 -> 29 ms.
     """
     data = np.asarray(data2d)
     if data.ndim != 2:
