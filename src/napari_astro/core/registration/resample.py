@@ -55,7 +55,8 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
 # (``_pass_rows_l3_rows``, ``_pass_cols_l3_rows``) run over contiguous slices and
 # vectorise: (3, 1920, 1080), 0.3 deg, CPU 0.135 -> 0.054 s for apply_transform; then
 # (int32 positions, weights and runs reused from the row above, both passes block by
-# block) 55 -> 33 ms on the m94 lights (benchmarks/bench_onepass_kernels.py, 1 thread). A per-pass clamp against the two 1-D neighbours was
+# block) 55 -> 33 ms on the m94 lights (benchmarks/bench_onepass_kernels.py, 1
+# thread). A per-pass clamp against the two 1-D neighbours was
 # tried and dropped: it clips star peaks twice (+1% FWHM at 2.2 px FWHM, up to 8% of
 # the peak value), whereas the 2x2 clamp in pass 2 gives the 2-D kernel's result
 # bit for bit for shifts and 180 degrees, and within 0.1% FWHM / 0.001 px otherwise.
