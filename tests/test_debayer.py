@@ -151,3 +151,25 @@ def test_seestar_lights_debayer_to_neutral_background(shared_data):
     raw = calibrate_light(lights[0], item, MasterSet(), CalibrateParams(cosmetic=False))
     bg_raw = np.median(raw.data[:, ::3, ::3].reshape(3, -1), axis=1)
     assert bg_raw.max() / bg_raw.min() > 1.05, bg_raw
+
+
+def test_debayer_array_out_buffer():
+    """``out=``: the same values written into the caller's buffer (reused twice),
+    every method; a buffer of the wrong shape, type or layout is refused."""
+    rng = np.random.default_rng(4)
+    cfa = rng.random((64, 48)).astype(np.float32) - 0.01   # negative: RCD's offset path
+    for method in ("rcd", "bilinear", "superpixel"):
+        ref = debayer_array(cfa, "RGGB", method=method)
+        buf = np.full(ref.shape, np.nan, np.float32)
+        for _ in range(2):
+            got = debayer_array(cfa, "RGGB", method=method, out=buf)
+            assert got is buf
+            np.testing.assert_array_equal(got, ref)
+            buf[...] = 7.0
+    img = AstroImage(cfa, bayer="RGGB")
+    buf = np.empty((3, 64, 48), np.float32)
+    assert debayer(img, out=buf).data is buf
+    for bad in (np.empty((3, 64, 47), np.float32), np.empty((3, 64, 48), np.float64),
+                np.empty((3, 48, 64), np.float32).transpose(0, 2, 1)):
+        with pytest.raises(ValueError):
+            debayer_array(cfa, "RGGB", out=bad)

@@ -246,3 +246,89 @@ def test_fast_detection_kernels_equal_the_numpy_scipy_recipes():
                       np.searchsorted(v, m + 2.5 * sig, side="right"))
         assert md[b] == np.float32(m)
         np.testing.assert_allclose(sg[b], sig, rtol=1e-4)
+
+
+# ------------------------------------------------- issue 13: the fused detection kernels
+def test_fused_detection_kernels_equal_the_numpy_forms():
+    """The one-pass matched filter (with row maxima and finiteness), the one-scan peaks,
+    the numba dedupe and the background block statistics give the values of the
+    numpy/scipy forms they replace, bit for bit."""
+    from scipy import ndimage
+
+    from napari_astro.core.cosmetic import _plane_stats
+    from napari_astro.core.stars import background as bg
+    from napari_astro.core.stars import measure as ms
+    from napari_astro.core.stats import median_mad_sigma
+
+    rng = np.random.default_rng(11)
+    data = (0.1 + 0.01 * rng.standard_normal((203, 157))).astype(np.float32)
+    data[50:53, 60:63] = 0.9                       # a saturated plateau (one peak)
+    data[rng.random(data.shape) < 0.002] += 0.3
+    bkg = np.full(data.shape, 0.1, np.float32)
+    old = ms._smooth_minus(data, 1.02, bkg)
+    new, rowmax, bad = ms._smooth_minus_fused(data, 1.02, bkg)
+    np.testing.assert_array_equal(old, new)
+    np.testing.assert_array_equal(rowmax, data.max(axis=1))
+    assert not bad
+    for sig, d in ((2.0, data), (1.02, data[:, :5].copy()), (2.0, data[:40, :9].copy())):
+        b_ = np.full(d.shape, 0.1, np.float32)           # generic taps, narrow frames
+        np.testing.assert_array_equal(ms._smooth_minus(d, sig, b_),
+                                      ms._smooth_minus_fused(d, sig, b_)[0])
+    bad_data = data.copy()
+    bad_data[7, 9] = np.nan
+    assert ms._smooth_minus_fused(bad_data, 1.02, bkg)[2]
+    bad_data[7, 9] = -np.inf
+    assert ms._smooth_minus_fused(bad_data, 1.02, bkg)[2]
+    neg = data - 0.5
+    np.testing.assert_array_equal(ms._smooth_minus_fused(neg, 1.02, bkg)[1], neg.max(axis=1))
+    # MAD of the residual subsample: the histogram selection equals numpy's medians
+    one = np.zeros(1, np.int64)
+    med, mad = np.empty(1, np.float32), np.empty(1, np.float32)
+    _plane_stats(new, one, one, np.full(1, 3, np.int64), med, mad, 0, 1)
+    assert float(MAD_SIGMA_ * mad[0]) == median_mad_sigma(new[::3, ::3])[1]
+    for thr in (0.0, 0.02, 0.05):
+        for a, b in zip(ms._find_peaks(new, np.float32(thr), 3, 200_000),
+                        ms._find_peaks_fast(new, np.float32(thr), 3, 200_000)):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(ms._find_peaks(new, np.float32(thr), 3, 5),
+                        ms._find_peaks_fast(new, np.float32(thr), 3, 5)):
+            np.testing.assert_array_equal(a, b)
+    # dedupe: the greedy over cKDTree's sorted pairs
+    xy = rng.random((300, 2)) * 40
+    keep_old = np.ones(300, bool)
+    for a, b in sorted(map(tuple, cKDTree(xy).query_pairs(r=2.0, output_type="ndarray"))):
+        if keep_old[a] and keep_old[b]:
+            keep_old[max(a, b)] = False
+    keep = np.empty(300, bool)
+    ms._dedupe(xy[:, 0].copy(), xy[:, 1].copy(), 2.0, keep)
+    np.testing.assert_array_equal(keep, keep_old)
+    # background: block statistics (quantised values: ties) and the 3x3 mesh median
+    blocks = np.round(rng.standard_normal((120, 289)) * 20).astype(np.float32) / 20
+    blocks[:5, :40] += 8.0                          # stars push blocks up
+    blocks[5] = 0.25                                # a flat block
+    for a, b in zip(bg._block_stats(blocks), bg._block_stats_numpy(blocks)):
+        np.testing.assert_array_equal(a, b)
+    mesh = rng.random((7, 11)).astype(np.float32)
+    np.testing.assert_array_equal(bg._median3x3(mesh),
+                                  ndimage.median_filter(mesh, size=3, mode="nearest"))
+
+
+MAD_SIGMA_ = 1.482602218505602
+
+
+def test_detect_stars_cleans_non_finite_data_with_a_given_background():
+    """With a background given, the finiteness check is in the filter pass: NaN/inf
+    data give the stars of the cleaned data, as when the check came first."""
+    rng = np.random.default_rng(5)
+    x, y, f = grid_field(300, 400, 40, 3.0, 2.0, rng)
+    img = render((300, 400), x, y, f, 3.0, seed=5).astype(np.float32)
+    bkg = estimate_background(img)
+    bad = img.copy()
+    bad[10, 20] = np.nan
+    bad[100, 30] = np.inf
+    clean = np.nan_to_num(bad, nan=float(np.nanmedian(bad)), posinf=0.0, neginf=0.0)
+    a = detect_stars(bad, background=bkg)
+    b = detect_stars(clean, background=bkg)
+    assert len(a) > 10
+    np.testing.assert_array_equal(a.xy, b.xy)
+    np.testing.assert_array_equal(a.flux, b.flux)

@@ -53,7 +53,10 @@ def _kernel_lut(kind: str) -> tuple[np.ndarray, int]:
 # Pass 1 ~0.02 s, pass 2 ~0.06 s of which ~0.02 s is reading the 2x2 source
 # neighbours for the clamp. Since issue 13 the Lanczos-3 passes along rows/columns
 # (``_pass_rows_l3_rows``, ``_pass_cols_l3_rows``) run over contiguous slices and
-# vectorise: (3, 1920, 1080), 0.3 deg, CPU 0.135 -> 0.054 s for apply_transform. A per-pass clamp against the two 1-D neighbours was
+# vectorise: (3, 1920, 1080), 0.3 deg, CPU 0.135 -> 0.054 s for apply_transform; then
+# (int32 positions, weights and runs reused from the row above, both passes block by
+# block) 55 -> 33 ms on the m94 lights (benchmarks/bench_onepass_kernels.py, 1
+# thread). A per-pass clamp against the two 1-D neighbours was
 # tried and dropped: it clips star peaks twice (+1% FWHM at 2.2 px FWHM, up to 8% of
 # the peak value), whereas the 2x2 clamp in pass 2 gives the 2-D kernel's result
 # bit for bit for shifts and 180 degrees, and within 0.1% FWHM / 0.001 px otherwise.
@@ -197,6 +200,34 @@ def _pass_rows_rows(src, tmp_img, transposed, ylo, alpha, beta, gamma, lut, radi
                     tmp_img[c, r, k] = acc
 
 
+@njit(cache=True, nogil=True)
+def _runs_rows(row_xa, w, seg_a, seg_b, slow):  # pragma: no cover - numba
+    """Runs ``seg_a[s]:seg_b[s]`` of outputs whose six taps are inside the row and
+    whose first-tap offset ``xa - k`` is the same, and the others (``slow``), for
+    :func:`_pass_rows_l3_rows`: ``(nseg, nslow)``."""
+    nseg = 0
+    nslow = 0
+    cur = -1
+    open_run = False
+    for k in range(row_xa.shape[0]):
+        xa = row_xa[k]
+        if xa >= 0 and xa + 6 <= w:
+            d = xa - k
+            if open_run and d == cur:
+                seg_b[nseg - 1] = k + 1
+            else:
+                seg_a[nseg] = k
+                seg_b[nseg] = k + 1
+                nseg += 1
+                cur = d
+                open_run = True
+        else:
+            slow[nslow] = k
+            nslow += 1
+            open_run = False
+    return nseg, nslow
+
+
 @njit(cache=True, fastmath=True, nogil=True,
       aot="void(f4[:, :, ::1], f4[:, :, ::1], i8, f8, f8, f8, f4[:, ::1], i8, i8, i8)")
 def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
@@ -205,51 +236,51 @@ def _pass_rows_l3_rows(src, tmp_img, ylo, alpha, beta, gamma, lut, nlut, i0,
     bit for bit, vectorised as :func:`_pass_cols_l3_rows`: the tap positions and
     weights of a row in branch-free loops, then runs of outputs whose first tap
     ``xa - k`` is the same offset swept as six contiguous slices of the source row.
-    Measured on a (3, 1920, 1080) frame, 0.3 deg: 9-10 ms of CPU against 21 ms."""
+    Measured on a (3, 1920, 1080) frame, 0.3 deg: 9-10 ms of CPU against 21 ms.
+    The positions are converted to int32 (AVX2 has no vector float64 -> int64; same
+    values): 21 -> 18 ms, 1 thread, loaded machine, Seestar frame. (Weights hoisted
+    over runs of one table row were tried: a session's transforms scale by 1e-4, so
+    the row changes every 2 pixels and it was 3x slower.)"""
     nc, h, w = src.shape
     n_inner = tmp_img.shape[2]
-    row_xa = np.empty(n_inner, dtype=np.int64)
-    row_k = np.empty(n_inner, dtype=np.int64)
+    row_xa = np.empty(n_inner, dtype=np.int32)
+    row_k = np.empty(n_inner, dtype=np.int32)
     wgt = np.empty((6, n_inner), dtype=np.float32)
+    last_k = np.full(n_inner, -1, dtype=np.int32)
     seg_a = np.empty(n_inner, dtype=np.int64)
     seg_b = np.empty(n_inner, dtype=np.int64)
     slow = np.empty(n_inner, dtype=np.int64)
+    last_xa = np.empty(n_inner, dtype=np.int32)
+    nseg = 0
+    nslow = 0
     for r in range(i0, i1):
         y = ylo + r
         for k in range(n_inner):
             u = alpha * k + beta * y + gamma
             u = min(max(u, -3), w - 1 + 3)  # far outside: the edge value
-            x0 = int(math.floor(u))
-            row_k[k] = int((u - x0) * nlut + 0.5)
-            row_xa[k] = x0 - 2
+            # int32 conversions: AVX2 has no vector float64 -> int64 (same values)
+            x0 = np.int32(math.floor(u))
+            row_k[k] = np.int32((u - x0) * nlut + 0.5)
+            row_xa[k] = x0 - np.int32(2)
         for k in range(n_inner):
             kk = row_k[k]
-            wgt[0, k] = lut[kk, 0]
-            wgt[1, k] = lut[kk, 1]
-            wgt[2, k] = lut[kk, 2]
-            wgt[3, k] = lut[kk, 3]
-            wgt[4, k] = lut[kk, 4]
-            wgt[5, k] = lut[kk, 5]
-        nseg = 0
-        nslow = 0
-        cur = -1
-        open_run = False
+            if kk != last_k[k]:   # the row above's table row, mostly: no gather
+                last_k[k] = kk
+                wgt[0, k] = lut[kk, 0]
+                wgt[1, k] = lut[kk, 1]
+                wgt[2, k] = lut[kk, 2]
+                wgt[3, k] = lut[kk, 3]
+                wgt[4, k] = lut[kk, 4]
+                wgt[5, k] = lut[kk, 5]
+        # the runs depend on the first taps alone, mostly the row above's: rebuilt
+        # only when one changed
+        diff = np.int32(0)
         for k in range(n_inner):
-            xa = row_xa[k]
-            if xa >= 0 and xa + 6 <= w:
-                d = xa - k
-                if open_run and d == cur:
-                    seg_b[nseg - 1] = k + 1
-                else:
-                    seg_a[nseg] = k
-                    seg_b[nseg] = k + 1
-                    nseg += 1
-                    cur = d
-                    open_run = True
-            else:
-                slow[nslow] = k
-                nslow += 1
-                open_run = False
+            diff |= row_xa[k] ^ last_xa[k]
+        if diff != 0 or r == i0:
+            for k in range(n_inner):
+                last_xa[k] = row_xa[k]
+            nseg, nslow = _runs_rows(row_xa, w, seg_a, seg_b, slow)
         for c in range(nc):
             for sgi in range(nseg):
                 ka = seg_a[sgi]
@@ -378,6 +409,34 @@ def _pass_cols_rows(tmp_img, transposed, ylo, src, minv, out, footprint, lut, ra
                 out[c, yo, xo] = acc
 
 
+@njit(cache=True, nogil=True)
+def _runs_cols(row_y0, row_x0, h, w, seg_a, seg_b, slow):  # pragma: no cover - numba
+    """Runs ``seg_a[s]:seg_b[s]`` of output pixels with the same source row ``y0`` and
+    column offset ``x0 - xo``, all taps and clamp neighbours inside, and the others
+    (``slow``), for :func:`_pass_cols_l3_rows`: ``(nseg, nslow)``."""
+    nseg = 0
+    nslow = 0
+    cur_y0 = -1
+    cur_dx = 0
+    for xo in range(row_y0.shape[0]):
+        y0 = row_y0[xo]
+        if y0 >= 2 and y0 + 3 <= h - 1 and row_x0[xo] + 1 <= w - 1:
+            dx = row_x0[xo] - xo
+            if y0 == cur_y0 and dx == cur_dx:
+                seg_b[nseg - 1] = xo + 1
+            else:
+                seg_a[nseg] = xo
+                seg_b[nseg] = xo + 1
+                nseg += 1
+                cur_y0 = y0
+                cur_dx = dx
+        else:
+            slow[nslow] = xo
+            nslow += 1
+            cur_y0 = -1
+    return nseg, nslow
+
+
 @njit(cache=True, fastmath=True, nogil=True,
       aot="void(f4[:, :, ::1], i8, f4[:, :, ::1], f8[:, ::1], f4[:, :, ::1], b1[:, ::1], f4[:, ::1], i8, b1, b1[:, ::1], b1[:, ::1], i8, i8)")
 def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp,
@@ -393,10 +452,18 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
     nc, h, w = src.shape
     wo = out.shape[2]
     use_mask = src_mask.shape[0] == h
-    row_y0 = np.empty(wo, dtype=np.int64)
-    row_x0 = np.empty(wo, dtype=np.int64)
-    row_k = np.empty(wo, dtype=np.int64)
+    row_y0 = np.empty(wo, dtype=np.int32)
+    row_x0 = np.empty(wo, dtype=np.int32)
+    row_k = np.empty(wo, dtype=np.int32)
     wgt = np.empty((6, wo), dtype=np.float32)
+    # Consecutive output rows mostly use the same weight-table row per column (a
+    # session's transforms: the fraction moves by ~0.03 table steps a row), so the
+    # six weights are gathered only where it changed.
+    last_k = np.full(wo, -1, dtype=np.int32)
+    last_y0 = np.empty(wo, dtype=np.int32)
+    last_x0 = np.empty(wo, dtype=np.int32)
+    nseg = 0
+    nslow = 0
     seg_a = np.empty(wo, dtype=np.int64)
     seg_b = np.empty(wo, dtype=np.int64)
     slow = np.empty(wo, dtype=np.int64)
@@ -419,18 +486,21 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
             footprint[yo, xo] = inside
             xs = min(max(xs, 0.0), w - 1.0)
             ys = min(max(ys, 0.0), h - 1.0)
-            y0 = int(ys)
-            row_y0[xo] = y0 if inside else -1
-            row_x0[xo] = int(xs)
-            row_k[xo] = int((ys - y0) * nlut + 0.5)
+            # int32 conversions: AVX2 has no vector float64 -> int64 (same values)
+            y0 = np.int32(ys)
+            row_y0[xo] = y0 if inside else np.int32(-1)
+            row_x0[xo] = np.int32(xs)
+            row_k[xo] = np.int32((ys - y0) * nlut + 0.5)
         for xo in range(wo):
             k = row_k[xo]
-            wgt[0, xo] = lut[k, 0]
-            wgt[1, xo] = lut[k, 1]
-            wgt[2, xo] = lut[k, 2]
-            wgt[3, xo] = lut[k, 3]
-            wgt[4, xo] = lut[k, 4]
-            wgt[5, xo] = lut[k, 5]
+            if k != last_k[xo]:   # the row above's table row, mostly: no gather
+                last_k[xo] = k
+                wgt[0, xo] = lut[k, 0]
+                wgt[1, xo] = lut[k, 1]
+                wgt[2, xo] = lut[k, 2]
+                wgt[3, xo] = lut[k, 3]
+                wgt[4, xo] = lut[k, 4]
+                wgt[5, xo] = lut[k, 5]
         if use_mask:
             for xo in range(wo):
                 if row_y0[xo] >= 0:
@@ -438,27 +508,20 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
                     ys = max(a10 * xo + by + a12, 0.0)
                     out_mask[yo, xo] = src_mask[min(int(ys + 0.5), h - 1), min(int(xs + 0.5), w - 1)]
         # runs of output pixels with the same source row y0 and column offset
-        # x0 - xo, all taps and clamp neighbours inside: contiguous rows in both passes
-        nseg = 0
-        nslow = 0
-        cur_y0 = -1
-        cur_dx = 0
+        # x0 - xo, all taps and clamp neighbours inside: contiguous rows in both passes.
+        # They depend on (y0 - yo, x0) per pixel (and whether it is such a pixel),
+        # mostly the row above's: rebuilt only when one changed.
+        diff = np.int32(0)
         for xo in range(wo):
             y0 = row_y0[xo]
-            if y0 >= 2 and y0 + 3 <= h - 1 and row_x0[xo] + 1 <= w - 1:
-                dx = row_x0[xo] - xo
-                if y0 == cur_y0 and dx == cur_dx:
-                    seg_b[nseg - 1] = xo + 1
-                else:
-                    seg_a[nseg] = xo
-                    seg_b[nseg] = xo + 1
-                    nseg += 1
-                    cur_y0 = y0
-                    cur_dx = dx
-            else:
-                slow[nslow] = xo
-                nslow += 1
-                cur_y0 = -1
+            x0 = row_x0[xo]
+            ok = y0 >= 2 and y0 + 3 <= h - 1 and x0 + 1 <= w - 1
+            key = np.int32(y0 - yo) if ok else np.int32(-1073741824)
+            diff |= (key ^ last_y0[xo]) | (x0 ^ last_x0[xo])
+            last_y0[xo] = key
+            last_x0[xo] = x0
+        if diff != 0 or yo == i0:
+            nseg, nslow = _runs_cols(row_y0, row_x0, h, w, seg_a, seg_b, slow)
         for c in range(nc):
             for s in range(nseg):
                 xa = seg_a[s]
@@ -529,6 +592,55 @@ def _pass_cols_l3_rows(tmp_img, ylo, src, minv, out, footprint, lut, nlut, clamp
                 out[c, yo, xo] = acc
 
 
+@njit(cache=True, fastmath=True, nogil=True,
+      aot="void(f4[:, :, ::1], f8, f8, f8, f8[:, ::1], f4[:, :, ::1], b1[:, ::1], f4[:, ::1], i8, b1, b1[:, ::1], b1[:, ::1], i8, i8, i8, i8)")
+def _sep_l3_blocks(src, alpha, beta, gamma, minv, out, footprint, lut, nlut, clamp, src_mask,
+                   out_mask, block, max_rows, i0, i1):  # pragma: no cover - numba
+    """Both Lanczos-3 passes (:func:`_pass_rows_l3_rows`, then
+    :func:`_pass_cols_l3_rows`, not transposed) for blocks ``i0 <= b < i1`` of
+    ``block`` output rows: the first pass writes only the source rows the block's
+    second pass reads into a small buffer (``max_rows`` rows, cache-resident) instead
+    of a frame-sized intermediate. Each value is computed as in the two frame-wide
+    passes, so the output is theirs bit for bit."""
+    nc, h, w = src.shape
+    ho, wo = out.shape[1], out.shape[2]
+    tmp = np.empty((nc, max_rows, wo), np.float32)
+    a10 = minv[1, 0]
+    a11 = minv[1, 1]
+    a12 = minv[1, 2]
+    for b in range(i0, i1):
+        yo0 = b * block
+        yo1 = min(yo0 + block, ho)
+        y_a = a10 * 0 + a11 * yo0 + a12
+        y_b = a10 * (wo - 1) + a11 * yo0 + a12
+        y_c = a10 * 0 + a11 * (yo1 - 1) + a12
+        y_d = a10 * (wo - 1) + a11 * (yo1 - 1) + a12
+        ymin = min(min(y_a, y_b), min(y_c, y_d))
+        ymax = max(max(y_a, y_b), max(y_c, y_d))
+        blo = max(int(math.floor(ymin)) - 3, 0)
+        bhi = min(int(math.floor(ymax)) + 4, h - 1)
+        if bhi < blo:
+            blo = 0
+            bhi = -1
+        nrow = min(bhi - blo + 1, max_rows)
+        if nrow > 0:
+            _pass_rows_l3_rows(src, tmp, blo, alpha, beta, gamma, lut, nlut, 0, nrow)
+        _pass_cols_l3_rows(tmp, blo, src, minv, out, footprint, lut, nlut, clamp, src_mask,
+                           out_mask, yo0, yo1)
+
+
+# Output rows per block of :func:`_sep_l3_blocks`; used when the source rows a block
+# needs beyond its own (the rotation's row span across the frame plus the 6 taps)
+# are at most half of it, i.e. rotations up to ~1.5 degrees on a 1080-wide frame.
+_BLOCK = 64
+
+
+def _block_rows(minv: np.ndarray, h: int, ho: int, wo: int, block: int) -> int:
+    """Most source rows a block of :func:`_sep_l3_blocks` needs (its buffer)."""
+    span = abs(minv[1, 1]) * (block - 1) + abs(minv[1, 0]) * (wo - 1)
+    return int(min(h, math.floor(span) + 9))
+
+
 def _pass_cols(tmp_img, transposed, ylo, src, minv, out, footprint, lut, radius, nlut,
                clamp, src_mask, out_mask):
     """:func:`_pass_cols_rows` over all rows, in threads (:func:`_pass_cols_l3_rows`
@@ -583,7 +695,7 @@ def _separable_plan(minv: np.ndarray, h: int, w: int, h_out: int, w_out: int,
 def apply_transform(image: AstroImage | np.ndarray, transform: Transform | np.ndarray, *,
                     shape: tuple[int, int] | None = None, interpolation: str = "lanczos3",
                     clamp: bool = True, history: dict[str, Any] | None = None,
-                    separable: bool | None = None) -> AstroImage:
+                    separable: bool | None = None, out: np.ndarray | None = None) -> AstroImage:
     """Resample ``image`` onto the reference grid.
 
     Parameters
@@ -608,6 +720,13 @@ def apply_transform(image: AstroImage | np.ndarray, transform: Transform | np.nd
         affine transforms (shift, similarity, affine) within ~15 degrees of a multiple
         of 90 degrees, the exact 2-D kernel otherwise (homographies, larger rotations).
         False forces the 2-D kernel; True asks for two passes where they apply.
+    out : ndarray, optional
+        Destination of the resampled data: float32, C-contiguous, ``(C, H, W)`` for
+        colour input or ``(H, W)`` for mono, ``(H, W) = shape`` (every value is
+        written; it must not overlap the input). A caller that resamples frame after
+        frame reuses one buffer instead of a fresh 24 MB (Seestar colour) array
+        whose page faults cost ~3 ms of CPU each time. The result's ``data`` is
+        ``out``.
 
     Returns
     -------
@@ -627,7 +746,19 @@ def apply_transform(image: AstroImage | np.ndarray, transform: Transform | np.nd
     h_out, w_out = shape if shape is not None else image.shape2d
     src = image.data if image.is_color else image.data[None]
     src = np.ascontiguousarray(src, dtype=np.float32)
-    out = np.empty((src.shape[0], h_out, w_out), dtype=np.float32)
+    want = (src.shape[0], h_out, w_out) if image.is_color else (h_out, w_out)
+    given = out
+    if out is None:
+        out = np.empty((src.shape[0], h_out, w_out), dtype=np.float32)
+    else:
+        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or out.shape != want \
+                or not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
+                             f"{want}, got {getattr(out, 'dtype', type(out))} "
+                             f"{getattr(out, 'shape', '')}")
+        if np.shares_memory(out, src):
+            raise ValueError("out must not overlap the input")
+        out = out if image.is_color else out[None]
     footprint = np.empty((h_out, w_out), dtype=bool)
     has_mask = image.mask is not None
     src_mask = image.mask if has_mask else np.zeros((0, 0), dtype=bool)
@@ -640,7 +771,22 @@ def apply_transform(image: AstroImage | np.ndarray, transform: Transform | np.nd
     plan = None if separable is False else _separable_plan(minv, h_in, w_in, h_out, w_out)
     if separable and plan is None and minv[2, 0] == 0 and minv[2, 1] == 0:
         plan = _separable_plan(minv, h_in, w_in, h_out, w_out, max_shear=np.inf)
+    blocked = False
     if plan is not None:
+        transposed, ylo, yhi, alpha, beta, gamma = plan
+        max_rows = _block_rows(minv, h_in, h_out, w_out, _BLOCK)
+        if radius == 3 and not transposed and max_rows - _BLOCK <= _BLOCK // 2 \
+                and h_out > 2 * _BLOCK:
+            # both passes block by block: no (C, n_rows, W) intermediate (24 MB for a
+            # Seestar frame: the m94-both stack's peak RSS 257 -> 232 MB with the
+            # other changes of issue 13); CPU as the frame-wide passes (within noise)
+            run_in_threads(_sep_l3_blocks, -(-h_out // _BLOCK), src, alpha, beta, gamma,
+                           minv, out, footprint, lut, _LUT_SIZE, bool(clamp), src_mask,
+                           out_mask, _BLOCK, max_rows)
+            blocked = True
+    if blocked:
+        pass
+    elif plan is not None:
         transposed, ylo, yhi, alpha, beta, gamma = plan
         n_rows = yhi - ylo + 1
         # the one intermediate frame: source rows ylo..yhi resampled along x
@@ -654,7 +800,7 @@ def apply_transform(image: AstroImage | np.ndarray, transform: Transform | np.nd
         _warp(src, minv, out, footprint, lut, radius, _LUT_SIZE, bool(clamp), src_mask,
               out_mask)
     mask = footprint & out_mask if has_mask else footprint
-    data = out if image.is_color else out[0]
+    data = given if given is not None else (out if image.is_color else out[0])
     params = {"model": t.model, "matrix": np.round(t.matrix, 8).tolist(),
               "interpolation": interpolation, "clamp": bool(clamp)}
     if history:

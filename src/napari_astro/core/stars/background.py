@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 from ..jit import njit
-from scipy import ndimage
 
 from ..stats import MAD_SIGMA, run_in_threads
 
@@ -44,13 +43,25 @@ def _interp_weights(n_out: int, n_mesh: int, block: int):
 
 
 @njit(cache=True, nogil=True,
-      aot="void(f4[:, ::1], i8[::1], i8[::1], f4[::1], f4[::1], f4[:, ::1], i8, i8)")
-def _interp_rows(rows, jx0, jx1, wx0, wx1, out, i0, i1):  # pragma: no cover - numba
-    """``out[y] = rows[y] @ ax.T`` for the 2-tap interpolation rows of ``ax``."""
-    w = out.shape[1]
+      aot="void(f4[:, ::1], i8[::1], i8[::1], i8[::1], f4[::1], f4[::1], f4[:, ::1], i8, i8)")
+def _interp_rows(rows, seg, jx0, jx1, wx0, wx1, out, i0, i1):  # pragma: no cover - numba
+    """``out[y] = rows[y] @ ax.T`` for the 2-tap interpolation rows of ``ax``, over the
+    runs of columns ``seg[s]:seg[s + 1]`` that share their two mesh indices: contiguous
+    slices with the two mesh values hoisted (vectorised; per pixel the same products
+    and sum as ``rows[y, jx0[x]] * wx0[x] + rows[y, jx1[x]] * wx1[x]``)."""
     for y in range(i0, i1):
-        for x in range(w):
-            out[y, x] = rows[y, jx0[x]] * wx0[x] + rows[y, jx1[x]] * wx1[x]
+        ry = rows[y]
+        o = out[y]
+        for s in range(seg.shape[0] - 1):
+            x = seg[s]
+            e = seg[s + 1]
+            a = ry[jx0[x]]
+            b = ry[jx1[x]]
+            oo = o[x:e]
+            u0 = wx0[x:e]
+            u1 = wx1[x:e]
+            for i in range(e - x):
+                oo[i] = a * u0[i] + b * u1[i]
 
 
 def _interpolate(med: np.ndarray, h: int, w: int, by: int, bx: int) -> np.ndarray:
@@ -66,7 +77,9 @@ def _interpolate(med: np.ndarray, h: int, w: int, by: int, bx: int) -> np.ndarra
     m = med.astype(np.float32)
     rows = np.ascontiguousarray(m[jy0] * wy0[:, None] + m[jy1] * wy1[:, None])
     out = np.empty((h, w), np.float32)
-    run_in_threads(_interp_rows, h, rows, jx0, jx1, wx0, wx1, out)
+    change = np.flatnonzero((jx0[1:] != jx0[:-1]) | (jx1[1:] != jx1[:-1])) + 1
+    seg = np.concatenate(([0], change, [w])).astype(np.int64)
+    run_in_threads(_interp_rows, h, rows, seg, jx0, jx1, wx0, wx1, out)
     return out
 
 
@@ -105,13 +118,109 @@ def estimate_background(data: np.ndarray, *, box: int = 64) -> tuple[np.ndarray,
     med = np.nan_to_num(med.reshape(ny, nx), nan=float(np.nanmedian(med)))
     sig = sig.reshape(ny, nx)
     if ny >= 3 and nx >= 3:
-        med = ndimage.median_filter(med, size=3, mode="nearest")
+        med = _median3x3(med)
     bkg = _interpolate(med, h, w, by, bx)
     noise = float(np.nanmedian(sig)) if np.isfinite(sig).any() else 0.0
     return bkg, noise
 
 
+def _median3x3(a: np.ndarray) -> np.ndarray:
+    """``scipy.ndimage.median_filter(a, size=3, mode="nearest")`` of a small 2-D array:
+    the middle of each 3x3 neighbourhood (edges repeated), exactly (9 values: the
+    median is one of them); no scipy import for the stars' path."""
+    p = np.pad(a, 1, mode="edge")
+    h, w = a.shape
+    nb = np.stack([p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)])
+    return np.sort(nb, axis=0)[4].astype(a.dtype, copy=False)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_below(row, lo, hi, x, inclusive):  # pragma: no cover - numba
+    """``lo`` + how many of the sorted ``row[lo:hi]`` are ``< x`` (``<= x`` when
+    ``inclusive``), compared in float64: a binary search."""
+    a = lo
+    b = hi
+    while a < b:
+        mid = (a + b) >> 1
+        v = np.float64(row[mid])
+        if v < x or (inclusive and v == x):
+            a = mid + 1
+        else:
+            b = mid
+    return a
+
+
+@njit(cache=True, nogil=True,
+      aot="void(f4[:, ::1], f4[::1], f4[::1], i8, i8)")
+def _block_stats_rows(v, md, sg, i0, i1):  # pragma: no cover - numba
+    """:func:`_block_stats_numpy` for the sorted finite rows ``i0 <= b < i1`` of ``v``:
+    the same three clipping rounds, each row on its own, the MAD's middle values by
+    merging the deviations on both sides of the median (they are already in order
+    in a sorted row) instead of sorting them. Same float64 arithmetic, same values."""
+    m = v.shape[1]
+    f05 = np.float32(0.5)
+    for b in range(i0, i1):
+        row = v[b]
+        lo = 0
+        hi = m
+        mdb = 0.0
+        sgb = 0.0
+        for it in range(3):
+            nl = hi - lo
+            if nl <= 0:
+                break
+            k = lo + nl // 2
+            if nl % 2 == 1:
+                mdb = np.float64(row[k])
+            else:
+                mdb = np.float64(f05 * (row[k - 1] + row[k]))
+            # deviations |row - mdb| of row[lo:hi], in increasing order: row[p:] going
+            # right, row[:p] going left, p the first value >= mdb
+            p = _count_below(row, lo, hi, mdb, False)
+            i = p - 1
+            j = p
+            hh = nl // 2
+            prev = 0.0
+            cur = 0.0
+            for t in range(hh + 1):
+                dl = mdb - np.float64(row[i]) if i >= lo else np.inf
+                dr = np.float64(row[j]) - mdb if j < hi else np.inf
+                prev = cur
+                if dl <= dr:
+                    cur = dl
+                    i -= 1
+                else:
+                    cur = dr
+                    j += 1
+            if nl % 2 == 1:
+                sgb = MAD_SIGMA * cur
+            else:
+                sgb = MAD_SIGMA * (0.5 * (prev + cur))
+            if it == 2:
+                break
+            lo_v = mdb - 4.0 * sgb
+            hi_v = mdb + 2.5 * sgb
+            lo = _count_below(row, 0, m, lo_v, False)
+            hi = _count_below(row, 0, m, hi_v, True)
+        md[b] = mdb
+        sg[b] = sgb
+
+
 def _block_stats(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_block_stats_numpy`'s values: numpy's row sort, then the clipping rounds
+    per block in :func:`_block_stats_rows` (finite blocks; others take the numpy
+    path). Measured on the 464 blocks of a Seestar luminance, 1 thread: ~1 ms
+    against 8 ms."""
+    if not np.isfinite(blocks).all():
+        return _block_stats_numpy(blocks)
+    v = np.sort(blocks, axis=1)
+    md = np.empty(v.shape[0], np.float32)
+    sg = np.empty(v.shape[0], np.float32)
+    _block_stats_rows(v, md, sg, 0, v.shape[0])
+    return md, sg
+
+
+def _block_stats_numpy(blocks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Clipped median and robust sigma of each row of ``blocks`` (nb, m) float32.
 
     Two clipping rounds at (-4, +2.5) sigma: stars and nebula only push values up.
