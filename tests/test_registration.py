@@ -369,10 +369,22 @@ def test_real_seestar_frames_all_register(shared_data, session):
     assert rms_all < 0.5                             # dominated by faint stars' noise
 
 
+def _same_to_ulps(a, b, maxulp=4):
+    """Equal arrays: booleans exactly, floats within ``maxulp`` units in the last place."""
+    assert a.shape == b.shape and a.dtype == b.dtype
+    if a.dtype == bool:
+        np.testing.assert_array_equal(a, b)
+    else:
+        np.testing.assert_array_max_ulp(a, b, maxulp=maxulp)
+
+
 def test_vectorised_lanczos_passes_equal_the_generic_ones():
     """The Lanczos-3 row/column passes written over contiguous runs (issue 13) give
-    the generic passes' values bit for bit: frame edges, outside pixels, a mask, the
-    clamp on and off, small and larger rotations, a scale change."""
+    the generic passes' values to the last bit or two (the order of the float32 sums
+    differs where the compiler vectorises one and not the other: 1-ulp differences on
+    an AMD EPYC host, none on the earlier one), footprints exactly: frame edges,
+    outside pixels, a mask, the clamp on and off, small and larger rotations, a scale
+    change."""
     from napari_astro.core.registration import resample as rs
 
     rng = np.random.default_rng(3)
@@ -395,7 +407,7 @@ def test_vectorised_lanczos_passes_equal_the_generic_ones():
                                rs._LUT_SIZE, 0, shape[1])
             rs._pass_rows_l3_rows(src, t2, ylo, alpha, beta, gamma, lut, rs._LUT_SIZE, 0,
                                   shape[1])
-            np.testing.assert_array_equal(t1, t2)
+            _same_to_ulps(t1, t2)
             for clamp in (True, False):
                 for m in (none, mask):
                     outs = []
@@ -411,7 +423,7 @@ def test_vectorised_lanczos_passes_equal_the_generic_ones():
                                                   rs._LUT_SIZE, clamp, m, om, 0, h_out)
                         outs.append((out, fp, om))
                     for a, b in zip(*outs):
-                        np.testing.assert_array_equal(a, b)
+                        _same_to_ulps(a, b)
 
 
 def test_reference_side_is_reused_only_for_the_same_reference(reference_stars):
