@@ -105,25 +105,29 @@ class OnePassSink:
             if m.rms > 2.0:
                 return None
             match, transform = (m.n_matches, m.rms), m.transform
+        # The frame goes on in a box that the resampler empties: the mosaic is then
+        # referenced by resample_frame alone, which drops it once debayered (8 MB of a
+        # Seestar frame less during the resampling).
+        box = [img]
+        del img
         if self.resampler is None:
-            return self._resample(i, img, transform, match)
+            return self._resample(i, box, transform, match)
         self._slots.acquire()  # one frame at a time in the resampler (bounded memory)
         try:
-            return self.resampler.submit(self._resample, i, img, transform, match)
+            return self.resampler.submit(self._resample, i, box, transform, match)
         except BaseException:
             self._slots.release()
             raise
 
-    def _resample(self, i: int, img: AstroImage, transform, match) -> Path:
+    def _resample(self, i: int, box: list, transform, match) -> Path:
         from ..core.io import write_image
 
         try:
-            reg = resample_frame(img, transform, self.ref_shape, self.params,
+            reg = resample_frame(box.pop(), transform, self.ref_shape, self.params,
                                  record=self.record, reference=self.names[self.ref_index],
                                  match=match, is_reference=i == self.ref_index,
                                  debayer_method=self.debayer_method,
                                  equalize_cfa=self.equalize_cfa)
-            del img
             target = self.target(i)
             write_image(reg, target, overwrite=True, inplace=True)
             return target
