@@ -62,6 +62,9 @@ class OnePassSink:
         self.resampler = None
         self._slots = threading.BoundedSemaphore(1)
         self.ref_stars: Optional[Stars] = None
+        # index -> MatchResult of the frames matched here, which the final
+        # register_frames takes instead of matching them again (the same stars)
+        self.matched: dict = {}
         self.ref_shape: Optional[tuple] = None
         saved = load_measurement(self.mdir, names[ref_index])
         if saved is not None:  # resumed: the reference's stars are known already
@@ -102,6 +105,7 @@ class OnePassSink:
                 m = find_transform(stars, self.ref_stars, model=self.params.model)
             except RegistrationError:
                 return None
+            self.matched[i] = m
             if m.rms > 2.0:
                 return None
             match, transform = (m.n_matches, m.rms), m.transform
@@ -167,7 +171,7 @@ def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_
                              log=logger)
     reg = register_frames(names, rdir, reg_params, resume=True, overwrite=True,
                           debayer_method=debayer_method, equalize_cfa=equalize,
-                          record=register, cancel=cancel)
+                          record=register, cancel=cancel, matched=sink.matched)
     for k, row in enumerate(reg.rows):
         if not row["accepted"] and sink.target(k).exists():
             sink.target(k).unlink()  # rejected relative to the session: not integrated

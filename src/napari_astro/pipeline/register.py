@@ -300,7 +300,8 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
                     resume: bool = False, debayer_method: str = "rcd",
                     equalize_cfa: bool = False, record: Optional[RegisterParams] = None,
                     progress: Optional[Progress] = None,
-                    cancel: Optional[CancelToken] = None, client: Any = None) -> RegistrationResult:
+                    cancel: Optional[CancelToken] = None, client: Any = None,
+                    matched: Optional[dict] = None) -> RegistrationResult:
     """Align frames onto a reference and report their quality.
 
     Parameters
@@ -340,6 +341,10 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         Measure and resample the frames as tasks on this Dask cluster's worker
         processes (:mod:`.distributed`; inputs given as paths on a filesystem every
         worker sees). Matching stays here (milliseconds per frame).
+    matched : dict, optional
+        ``{index: MatchResult}`` of frames already matched onto this reference from the
+        same stars (the one-pass stack run matches each frame while it is in memory):
+        taken instead of matching them again (9 ms CPU per Seestar frame).
 
     Returns
     -------
@@ -471,7 +476,8 @@ def register_frames(images_or_paths: Sequence[Any], out_dir: "str | os.PathLike[
         if len(stars[i]) < 3:
             continue
         try:
-            m = find_transform(stars[i], ref_stars, model=params.model)
+            m = matched[i] if matched and i in matched else \
+                find_transform(stars[i], ref_stars, model=params.model)
         except RegistrationError as exc:
             if reasons[i] is None:
                 reasons[i] = f"no match with the reference: {exc}"
