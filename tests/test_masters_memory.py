@@ -41,3 +41,18 @@ def test_banded_masters_equal_in_memory_masters(cal_frames):
     group_bytes = 8 * 320 * 240 * 4
     assert peak_banded < peak_full
     assert peak_banded < 0.6 * group_bytes + 3 * 320 * 240 * 4
+
+
+def test_groups_over_the_band_budget_are_banded_by_default(cal_frames, monkeypatch):
+    """A group larger than BAND_BUDGET is combined in row bands (two buffers, the next
+    band read while one is combined) even under a large memory limit: same masters
+    bit for bit as the whole-stack path, less memory."""
+    from napari_astro.pipeline import masters as mmod
+
+    full, peak_full = _build(cal_frames, "2GB")          # 2.4 MB groups: whole stack
+    monkeypatch.setattr(mmod, "BAND_BUDGET", 300_000)    # now every group is banded
+    banded, peak_banded = _build(cal_frames, "2GB")
+    for a, b in zip(full.all(), banded.all()):
+        assert a.type == b.type
+        np.testing.assert_array_equal(a.image.data, b.image.data)
+    assert peak_banded < 0.6 * peak_full

@@ -186,3 +186,23 @@ def test_rejected_frames_are_not_redone(night, tmp_path):
     log = (tmp_path / "r.log").read_text()
     assert _said(log, "[none] register") == "reused" and "calibrating" not in log
 
+
+
+def test_register_pipeline_writes_what_in_memory_registration_returns(night, tmp_path):
+    """register_frames into a folder (one frame resampled at a time, read ahead and
+    written behind in threads) writes, frame for frame, the images an in-memory run
+    returns (frame threads)."""
+    from napari_astro.pipeline.register import register_frames
+
+    lights, truth = night
+    frames = sorted(lights.glob("*.fits"))
+    params = RegisterParams(reference=str(frames[1]))
+    mem = register_frames(frames, None, params)
+    disk = register_frames(frames, tmp_path / "reg", params)
+    assert mem.accepted == disk.accepted and sum(disk.accepted) == len(frames)
+    for img, out in zip(mem.images, disk.outputs):
+        got = read_image(out)
+        want = np.where(img.mask, img.data, 0) if img.mask is not None else img.data
+        np.testing.assert_array_equal(got.data, want)
+        np.testing.assert_array_equal(got.mask if got.mask is not None else True,
+                                      img.mask if img.mask is not None else True)

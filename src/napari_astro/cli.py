@@ -239,17 +239,30 @@ def _resolve(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _return_freed_frames_to_the_os() -> None:
-    """Make glibc serve every allocation over 128 KiB with mmap, so a freed frame goes
-    back to the system at once. By default glibc raises that threshold after the first
-    frees and keeps freed frames in its heap: the stack of 20 colour 2000x1500 lights
-    peaked at 620 MB RSS that way, 515 MB with this (same wall time within noise)."""
+    """Tune glibc's malloc for frame-sized buffers: an allocation of 4.5 MB or more
+    (a float32 plane of a Seestar frame is 8.3 MB) is its own mmap, given back to the
+    system when freed; smaller ones (row bands, masks, 16-bit raw frames) come from
+    one heap that keeps up to 8 MB free at its top for the next, shared by every
+    thread (one arena: frame threads free what reader threads allocated).
+
+    By default glibc raises its mmap threshold after the first frees and keeps freed
+    frames in per-thread heaps: the stack of 20 colour 2000x1500 lights peaked at
+    620 MB RSS that way, 515 MB with every allocation over 128 KB mapped (the setting
+    before this one). That one page-faulted every band and mask anew: 2.17 M minor
+    faults and 4.5-4.9 s of system time of night20's 19-21 s CPU, 430 k faults and
+    1.0-1.3 s of seestar-m94-both's 7.4 s; with this, 0.20-0.25 M faults and
+    1.6-1.8 s (CPU 15.6-17.4 s), 100-115 k and 0.65-0.8 s (6.9-7.5 s), peak RSS
+    244 against 237-242 MB and 195-214 against 210-218 MB (3 runs each, alternating,
+    2 shared cores, ``/usr/bin/time``)."""
     if not sys.platform.startswith("linux"):
         return
     try:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD; also stops the dynamic raise
+        libc.mallopt(-3, 4_500_000)  # M_MMAP_THRESHOLD; also stops the dynamic raise
+        libc.mallopt(-1, 8 * 2**20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-8, 1)          # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 

@@ -275,12 +275,13 @@ def _read_stack(paths: Sequence[Path], shape: tuple, *, progress, cancel, done0:
 def _combine_banded(paths: Sequence[Path], shape: tuple, budget: int, *, rejection, combine: str,
                     offset: np.ndarray | None = None, scales: np.ndarray | None = None,
                     progress, cancel, done0: float, total: int, label: str) -> np.ndarray:
-    """Combine frames that do not fit in ``budget`` bytes, band of rows by band of rows.
+    """Combine frames band of rows by band of rows, in at most ``budget`` bytes.
 
     Each frame is read by rows (positioned reads of the FITS data block, as the
-    integration does), so memory holds one band of every frame: ``budget`` bounds it
-    whatever the number and size of the frames. ``offset`` (H, W) is subtracted and
-    ``scales`` (N,) multiply each frame before rejection (flats).
+    integration does), so memory holds one band of every frame (two: the next band is
+    read in a thread while this one is combined), whatever the number and size of the
+    frames. ``offset`` (H, W) is subtracted and ``scales`` (N,) multiply each frame
+    before rejection (flats). The same pixels as combining the whole stack at once.
     """
     from ..core.integration import _open_frame, combine_stack
 
@@ -290,11 +291,13 @@ def _combine_banded(paths: Sequence[Path], shape: tuple, budget: int, *, rejecti
     try:
         frames = [_open_frame(p, i, spill) for i, p in enumerate(paths)]
         rows = int(max(8, min(h, budget // max(1, 3 * n * w * 4))))
+        bands = [(r0, min(h, r0 + rows)) for r0 in range(0, h, rows)]
         out = np.empty((h, w), np.float32)
-        buf = np.empty((n, 1, rows, w), np.float32)
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            band = buf[:, :, : r1 - r0]
+        bufs = [np.empty((n, 1, rows, w), np.float32) for _ in range(min(2, len(bands)))]
+
+        def load(k: int) -> np.ndarray:
+            r0, r1 = bands[k]
+            band = bufs[k % len(bufs)][:, :, : r1 - r0]
             for i, fr in enumerate(frames):
                 fr.source.read_rows(r0, r1, band[i])
                 if not np.isfinite(band[i]).all():
@@ -303,8 +306,17 @@ def _combine_banded(paths: Sequence[Path], shape: tuple, budget: int, *, rejecti
                 band -= offset[None, None, r0:r1]
             if scales is not None:
                 band *= scales[:, None, None, None].astype(np.float32)
-            out[r0:r1] = combine_stack(band[:, 0], rejection=rejection, combine=combine)
-            report(progress, done0 + n * r1 / h, total, f"{label} rows {r1}/{h}", cancel)
+            return band
+
+        with cf.ThreadPoolExecutor(1) as reader:
+            fut = reader.submit(load, 0)
+            for k, (r0, r1) in enumerate(bands):
+                band = fut.result()
+                if k + 1 < len(bands):  # into the other buffer, while this one combines
+                    fut = reader.submit(load, k + 1)
+                out[r0:r1] = combine_stack(band[:, 0], rejection=rejection, combine=combine)
+                del band
+                report(progress, done0 + n * r1 / h, total, f"{label} rows {r1}/{h}", cancel)
         return out
     finally:
         if spill:
@@ -349,12 +361,31 @@ def _master_banded(m: "Master", ms: "MasterSet", params: MastersParams, rej, bud
             levels.append(float(np.mean(d, dtype=np.float64)))
         _note_flat_offset(m, off_m, what, log)
         scales = _flat_scales(np.array(levels), m.frames)
-    log(f"{m.key}: {len(m.frames)} frames exceed the {limit} memory limit: "
-        "combined in row bands")
+    if limit:
+        log(f"{m.key}: {len(m.frames)} frames exceed the {limit} memory limit: "
+            "combined in row bands")
     data = _combine_banded(m.frames, m.shape, budget, rejection=rej, combine=params.combine,
                            offset=offset, scales=scales, progress=progress, cancel=cancel,
                            done0=done0, total=total, label=str(m.key))
     return data, heads
+
+
+#: A group of calibration frames larger than this (bytes as float32) is combined in
+#: row bands (:func:`_combine_banded`, two bands of 16 MB of 20 frames of 2000x1500
+#: each) rather than read whole into memory: the same master, measured on night20's
+#: 20 biases (median of 3, in-process): 1.54 s wall / 0.97 s CPU against 2.02 s /
+#: 1.02 s, and +91 MB peak RSS against +284 MB (the whole stack, 240 MB, and the
+#: combine's outputs). Frames in other formats than plain FITS keep the whole-stack
+#: path under the memory limit (banding them would decode each into a temporary file).
+BAND_BUDGET = 48 * 2**20
+
+
+def _all_plain_fits(paths: Sequence[Path]) -> bool:
+    """Every path an uncompressed FITS file (read by rows in place)."""
+    from ..core.io import FITS_EXTENSIONS
+
+    return all(str(p).lower().endswith(FITS_EXTENSIONS)
+               and not str(p).lower().endswith((".gz", ".fz")) for p in paths)
 
 
 def _rejection_for(params: MastersParams, n: int, log: Log, key) -> object:
@@ -454,16 +485,22 @@ def build_masters(frames: Sequence[FrameInfo], out_dir: "str | os.PathLike[str] 
     for m in order:
         infos = groups[m.key]
         for f in infos:
+            if len(f.shape) != 2:  # as _read_stack says it (the bands read 2-D frames)
+                raise BadInputError(f.path, "calibration frames must be raw 2-D frames, "
+                                            "not colour")
             if tuple(f.shape[-2:]) != m.shape:
                 raise BadInputError(f.path, f"size {f.width}x{f.height} differs from "
                                             f"{m.shape[1]}x{m.shape[0]} of {infos[0].path}")
         t0 = time.perf_counter()
         n = len(m.frames)
         rej = _rejection_for(params, n, log, m.key)
-        if n * m.shape[0] * m.shape[1] * 4 > budget:
-            data, heads = _master_banded(m, ms, params, rej, budget, progress=progress,
-                                         cancel=cancel, done0=done, total=total, log=log,
-                                         limit=execution.memory_limit)
+        nbytes = n * m.shape[0] * m.shape[1] * 4
+        if nbytes > budget or (nbytes > BAND_BUDGET and _all_plain_fits(m.frames)):
+            over = nbytes > budget
+            data, heads = _master_banded(m, ms, params, rej, budget if over else BAND_BUDGET,
+                                         progress=progress, cancel=cancel, done0=done,
+                                         total=total, log=log,
+                                         limit=execution.memory_limit if over else None)
             done += n
         else:
             stack, heads = _read_stack(m.frames, m.shape, progress=progress, cancel=cancel,

@@ -62,6 +62,9 @@ class OnePassSink:
         self.resampler = None
         self._slots = threading.BoundedSemaphore(1)
         self.ref_stars: Optional[Stars] = None
+        # index -> MatchResult of the frames matched here, which the final
+        # register_frames takes instead of matching them again (the same stars)
+        self.matched: dict = {}
         self.ref_shape: Optional[tuple] = None
         saved = load_measurement(self.mdir, names[ref_index])
         if saved is not None:  # resumed: the reference's stars are known already
@@ -102,28 +105,33 @@ class OnePassSink:
                 m = find_transform(stars, self.ref_stars, model=self.params.model)
             except RegistrationError:
                 return None
+            self.matched[i] = m
             if m.rms > 2.0:
                 return None
             match, transform = (m.n_matches, m.rms), m.transform
+        # The frame goes on in a box that the resampler empties: the mosaic is then
+        # referenced by resample_frame alone, which drops it once debayered (8 MB of a
+        # Seestar frame less during the resampling).
+        box = [img]
+        del img
         if self.resampler is None:
-            return self._resample(i, img, transform, match)
+            return self._resample(i, box, transform, match)
         self._slots.acquire()  # one frame at a time in the resampler (bounded memory)
         try:
-            return self.resampler.submit(self._resample, i, img, transform, match)
+            return self.resampler.submit(self._resample, i, box, transform, match)
         except BaseException:
             self._slots.release()
             raise
 
-    def _resample(self, i: int, img: AstroImage, transform, match) -> Path:
+    def _resample(self, i: int, box: list, transform, match) -> Path:
         from ..core.io import write_image
 
         try:
-            reg = resample_frame(img, transform, self.ref_shape, self.params,
+            reg = resample_frame(box.pop(), transform, self.ref_shape, self.params,
                                  record=self.record, reference=self.names[self.ref_index],
                                  match=match, is_reference=i == self.ref_index,
                                  debayer_method=self.debayer_method,
                                  equalize_cfa=self.equalize_cfa)
-            del img
             target = self.target(i)
             write_image(reg, target, overwrite=True, inplace=True)
             return target
@@ -163,7 +171,7 @@ def run_one_pass(items: list, names: list[Path], rdir: Path, mdir: Path, master_
                              log=logger)
     reg = register_frames(names, rdir, reg_params, resume=True, overwrite=True,
                           debayer_method=debayer_method, equalize_cfa=equalize,
-                          record=register, cancel=cancel)
+                          record=register, cancel=cancel, matched=sink.matched)
     for k, row in enumerate(reg.rows):
         if not row["accepted"] and sink.target(k).exists():
             sink.target(k).unlink()  # rejected relative to the session: not integrated

@@ -514,11 +514,13 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
                     register, late, stage(lo, lo + 0.75 * span, f"calibrate+register {tag}"),
                     cancel, logger)
                 master_set.release()
+                _trim_heap()
                 timings[f"calibrate+register[{tag}]"] = time.perf_counter() - t0
             else:
                 reg, reg_key = _two_pass(tag, lights, items, master_set, masters_key, work,
                                          stack, calibrate, register, late, lo, span, stage,
                                          cancel, logger, client, timings)
+                _trim_heap()
             quality[filt] = reg.rows
             t0 = time.perf_counter()
             result, n_used = _stage_integrate(
@@ -555,6 +557,21 @@ def run_stack(inputs: Sequence[os.PathLike | str], output: os.PathLike | str, *,
         exits.close()
     return StackResult(outputs=outputs, images=images, quality=quality, rejection_maps=maps,
                        log_path=log_path, timings=timings, coverage=coverage)
+
+
+def _trim_heap() -> None:
+    """Give the memory that freed frames leave in glibc's heaps back to the system
+    (``malloc_trim``): between stages, so that integration does not start on top of
+    what the frame threads' arenas kept. A no-op elsewhere than glibc."""
+    import sys
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _write_output(result, path: Path, stack: StackParams, filt: str, n_used: int,
