@@ -369,20 +369,21 @@ def test_real_seestar_frames_all_register(shared_data, session):
     assert rms_all < 0.5                             # dominated by faint stars' noise
 
 
-def _same_to_ulps(a, b, maxulp=4):
-    """Equal arrays: booleans exactly, floats within ``maxulp`` units in the last place."""
+def _same_to_ulps(a, b):
+    """Equal arrays: booleans exactly, floats to float32 rounding (values in [0, 1]:
+    within 1e-6; a few ulp of a small value are a large multiple of its own ulp)."""
     assert a.shape == b.shape and a.dtype == b.dtype
     if a.dtype == bool:
         np.testing.assert_array_equal(a, b)
     else:
-        np.testing.assert_array_max_ulp(a, b, maxulp=maxulp)
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_vectorised_lanczos_passes_equal_the_generic_ones():
     """The Lanczos-3 row/column passes written over contiguous runs (issue 13) give
-    the generic passes' values to the last bit or two (the order of the float32 sums
-    differs where the compiler vectorises one and not the other: 1-ulp differences on
-    an AMD EPYC host, none on the earlier one), footprints exactly: frame edges,
+    the generic passes' values to float32 rounding (the order of the float32 sums
+    differs where the compiler vectorises one and not the other: differences of a few
+    ulp on an AMD EPYC host, none on the earlier one), footprints exactly: frame edges,
     outside pixels, a mask, the clamp on and off, small and larger rotations, a scale
     change."""
     from napari_astro.core.registration import resample as rs
