@@ -239,20 +239,19 @@ def _resolve(command: str) -> Callable[[argparse.Namespace], int]:
 
 
 def _return_freed_frames_to_the_os() -> None:
-    """Tune glibc's malloc for frame-sized buffers: an allocation of 16 MB or more
-    (a float32 colour Seestar frame is 25 MB, a 2000x1500 one 36 MB) is its own mmap,
-    given back to the system when freed; smaller ones (planes, row bands, masks, raw
-    frames) come from one heap that keeps up to 32 MB free at its top for the next,
-    shared by every thread (one arena: frame threads free what reader threads
-    allocated).
+    """Tune glibc's malloc for frame-sized buffers: an allocation of 4.5 MB or more
+    (a float32 plane of a Seestar frame is 8.3 MB) is its own mmap, given back to the
+    system when freed; smaller ones (row bands, masks, 16-bit raw frames) come from
+    one heap that keeps up to 8 MB free at its top for the next, shared by every
+    thread (one arena: frame threads free what reader threads allocated).
 
-    16 MB / 32 MB since 2026-12-03: the former 4.5 MB / 8 MB page-faulted every
-    float32 plane anew (an 8.3 MB Seestar plane was an mmap): seestar-m94-s2 39-44 k
-    minor faults, 0.28-0.65 s system time, 1.07-1.35 s wall; now 21-24 k, 0.27-0.34 s,
-    1.03-1.15 s; night20 117-155 k faults, 3.0-4.6 s system, 6.6-8.2 s wall against
-    25-28 k, 1.5-2.6 s, 5.5-6.4 s; peak RSS 146-147 -> 152-160 MB (Siril 169) and
-    195 -> 218-230 MB (Siril 375); 32 MB / 64 MB was no faster and took 241 MB on
-    night20 (2-5 runs each, interleaved, 2 shared cores, ``/usr/bin/time``). Before:
+    Tried and not kept (2026-12-03): 16 MB / 32 MB keeps the float32 planes in the
+    heap and halves the minor faults (seestar-m94-s2 39-44 k -> 21-24 k, night20
+    117-155 k -> 25-28 k) and, on the loaded machine, the system time (night20 3.0-4.6
+    -> 1.5-2.6 s); on the quiet machine the wall times were the same (ngc7023 0.65-0.71
+    against 0.62-0.93 s, s2 0.80-0.85 against 0.80-0.81 s, 3 runs each, interleaved)
+    while the peak RSS of the small Seestar sessions rose by 7-10 MB: ngc7023 145-146
+    -> 152-156 MB, at Siril's own 147-170 MB, where this setting stays below it.
 
     By default glibc raises its mmap threshold after the first frees and keeps freed
     frames in per-thread heaps: the stack of 20 colour 2000x1500 lights peaked at
@@ -269,8 +268,8 @@ def _return_freed_frames_to_the_os() -> None:
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 16 * 2**20)  # M_MMAP_THRESHOLD; also stops the dynamic raise
-        libc.mallopt(-1, 32 * 2**20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 4_500_000)  # M_MMAP_THRESHOLD; also stops the dynamic raise
+        libc.mallopt(-1, 8 * 2**20)  # M_TRIM_THRESHOLD
         libc.mallopt(-8, 1)          # M_ARENA_MAX
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
